@@ -1,0 +1,3 @@
+from clearwall.cli import main
+
+raise SystemExit(main())
