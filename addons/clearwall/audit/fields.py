@@ -1,0 +1,171 @@
+"""Pure shaping of the parts of a log record: bodies, headers, timestamps, secret scrubbing.
+
+Nothing here does I/O; every function is safe to call from any thread.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+from datetime import datetime, timezone
+from typing import Iterable
+
+REDACTED = "[REDACTED]"
+
+# Content types whose bodies are text even when a charset is not declared; anything else is
+# still logged as text when it happens to be valid UTF-8 (most JSON APIs omit the charset).
+_BINARY_PREFIXES = ("image/", "audio/", "video/", "font/")
+_BINARY_TYPES = frozenset(
+    {
+        "application/octet-stream",
+        "application/gzip",
+        "application/x-gzip",
+        "application/zip",
+        "application/zstd",
+        "application/pdf",
+        "application/x-protobuf",
+        "application/protobuf",
+        "application/grpc",
+    }
+)
+
+
+def is_binary_type(content_type: str | None) -> bool:
+    """True when a Content-Type names a binary format, so the body is logged as base64."""
+    if not content_type:
+        return False
+    mime = content_type.split(";", 1)[0].strip().lower()
+    return mime in _BINARY_TYPES or mime.startswith(_BINARY_PREFIXES)
+
+
+def utf8_prefix(data: bytes, max_bytes: int) -> bytes:
+    """At most max_bytes of data, cut back so a multi-byte UTF-8 sequence is never split."""
+    if len(data) <= max_bytes:
+        return data
+    cut = max_bytes
+    # Walk back over at most 3 continuation bytes (10xxxxxx) to the start of a sequence,
+    # then keep the sequence only when it fits whole.
+    start = cut
+    while start > 0 and start > cut - 4 and (data[start - 1] & 0xC0) == 0x80:
+        start -= 1
+    if start > 0:
+        lead = data[start - 1]
+        need = 1 if lead < 0x80 else 2 if lead >> 5 == 0b110 else 3 if lead >> 4 == 0b1110 else 4
+        if start - 1 + need > cut:
+            cut = start - 1
+    return data[:cut]
+
+
+def scrub_bytes(data: bytes, secrets: Iterable[str]) -> bytes:
+    """data with every occurrence of each secret replaced by [REDACTED]."""
+    for secret in secrets:
+        if secret:
+            raw = secret.encode("utf-8", "surrogateescape")
+            if raw in data:
+                data = data.replace(raw, REDACTED.encode())
+    return data
+
+
+def scrub_text(text: str, secrets: Iterable[str]) -> str:
+    """text with every occurrence of each secret replaced by [REDACTED]."""
+    for secret in secrets:
+        if secret and secret in text:
+            text = text.replace(secret, REDACTED)
+    return text
+
+
+def body_field(
+    data: bytes,
+    *,
+    content_type: str | None,
+    max_bytes: int | None,
+    secrets: Iterable[str] = (),
+) -> dict:
+    """SPEC §5 body object: size and sha256 of the whole body, at most max_bytes of content.
+
+    Content is UTF-8 text when the bytes decode as UTF-8 and the type is not a binary one,
+    otherwise base64 of the (cut) bytes. max_bytes None means no cap. Secrets are replaced
+    in the content only; bytes and sha256 still describe the body that was sent.
+    """
+    if max_bytes is not None and max_bytes < 0:
+        raise ValueError(f"max_bytes must be >= 0, not {max_bytes}")
+    digest = hashlib.sha256(data).hexdigest()
+    truncated = max_bytes is not None and len(data) > max_bytes
+    kept = data
+    secrets = tuple(s for s in secrets if s)
+    if secrets:
+        kept = scrub_bytes(kept, secrets)
+    text: str | None = None
+    if not is_binary_type(content_type):
+        cut = utf8_prefix(kept, max_bytes) if truncated else kept
+        try:
+            text = cut.decode("utf-8")
+        except UnicodeDecodeError:
+            text = None
+    if text is not None:
+        content, encoding = text, "utf-8"
+    else:
+        cut = kept[:max_bytes] if truncated else kept
+        content, encoding = base64.b64encode(cut).decode("ascii"), "base64"
+    return {
+        "bytes": len(data),
+        "content": content,
+        "encoding": encoding,
+        "truncated": truncated,
+        "sha256": digest,
+    }
+
+
+def redact_headers(
+    headers: Iterable[tuple[str, str]],
+    names: Iterable[str],
+    secrets: Iterable[str] = (),
+) -> dict[str, list[str] | str]:
+    """Headers as an ECS-style mapping: lower-cased names, a list when a name repeats.
+
+    Values of headers named in `names` (case-insensitive), and of any header whose value
+    contains one of `secrets` (injected credentials), become [REDACTED].
+    """
+    redact = {n.lower() for n in names}
+    secrets = tuple(s for s in secrets if s)
+    out: dict[str, list[str] | str] = {}
+    for name, value in headers:
+        key = name.lower()
+        if key in redact or any(s in value for s in secrets):
+            value = REDACTED
+        have = out.get(key)
+        if have is None:
+            out[key] = value
+        elif isinstance(have, list):
+            have.append(value)
+        else:
+            out[key] = [have, value]
+    return out
+
+
+def iso_timestamp(epoch: float) -> str:
+    """ECS @timestamp: ISO 8601 UTC with milliseconds, e.g. 2026-11-22T06:22:01.123Z."""
+    dt = datetime.fromtimestamp(epoch, tz=timezone.utc)
+    return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{dt.microsecond // 1000:03d}Z"
+
+
+def parse_timestamp(text: str) -> float:
+    """Epoch seconds of an ISO 8601 timestamp (a naive one is taken as UTC); ValueError if bad."""
+    t = text.strip()
+    if t.endswith(("Z", "z")):
+        t = t[:-1] + "+00:00"
+    dt = datetime.fromisoformat(t)
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=timezone.utc)
+    return dt.timestamp()
+
+
+def scrub_record(value, secrets: tuple[str, ...]):
+    """A copy of a JSON-like value with secrets replaced in every string (keys included)."""
+    if isinstance(value, str):
+        return scrub_text(value, secrets)
+    if isinstance(value, dict):
+        return {scrub_text(str(k), secrets): scrub_record(v, secrets) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [scrub_record(v, secrets) for v in value]
+    return value

@@ -1,0 +1,258 @@
+"""Pure construction of body-log records (SPEC §5) from plain values the adapter gathers.
+
+The adapter fills an `Exchange` (or calls `connect_record` / `tunnel_record` /
+`websocket_record`) and hands the result to `LogWriter.submit`. Records are nested ECS
+objects; empty parts are left out so a record says only what is known.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from clearwall.audit.fields import (
+    body_field,
+    iso_timestamp,
+    redact_headers,
+    scrub_record,
+)
+
+ACTIONS = frozenset({"allowed", "blocked", "redacted", "rate_limited", "would_block", "error"})
+
+DEFAULT_REDACT = frozenset(
+    {"authorization", "proxy-authorization", "cookie", "set-cookie", "x-api-key"}
+)
+DEFAULT_MAX_BODY = 1024 * 1024
+
+
+@dataclass
+class Message:
+    """One WebSocket message: direction is "client" (client to server) or "server"."""
+
+    direction: str
+    time: float
+    content: bytes | str
+    action: str = "allowed"
+
+
+@dataclass
+class Exchange:
+    """Everything the log knows about one HTTP exchange (or WebSocket connection)."""
+
+    timestamp: float
+    flow_id: str
+    action: str
+    reason: str | None = None
+    duration: float | None = None  # seconds
+    rules: list[str] = field(default_factory=list)
+    ruleset: str | None = None
+    client_ip: str | None = None
+    client_port: int | None = None
+    client_user: str | None = None
+    client_label: str | None = None
+    dest_domain: str | None = None
+    dest_ip: str | None = None
+    dest_port: int | None = None
+    url: str | None = None
+    http_version: str | None = None
+    method: str | None = None
+    request_headers: list[tuple[str, str]] = field(default_factory=list)
+    request_body: bytes | None = None
+    status: int | None = None
+    response_headers: list[tuple[str, str]] = field(default_factory=list)
+    response_body: bytes | None = None
+    sni: str | None = None
+    mcp_method: str | None = None
+    mcp_tool: str | None = None
+    mcp_id: Any = None
+    matches: list[dict] = field(default_factory=list)
+    messages: list[Message] = field(default_factory=list)
+    extra: dict = field(default_factory=dict)
+    # Shaping settings, carried with the values so the record can be built in any thread.
+    max_body_bytes: int | None = DEFAULT_MAX_BODY
+    redact: frozenset[str] | set[str] = DEFAULT_REDACT
+    secrets: tuple[str, ...] = ()
+
+
+def _prune(value):
+    """value without None, empty dicts and empty lists, recursively (False and 0 stay)."""
+    if isinstance(value, dict):
+        out = {}
+        for k, v in value.items():
+            v = _prune(v)
+            if v is None or v == {} or v == []:
+                continue
+            out[k] = v
+        return out
+    return value
+
+
+def _content_type(headers: list[tuple[str, str]]) -> str | None:
+    for name, value in headers:
+        if name.lower() == "content-type":
+            return value
+    return None
+
+
+def _duration_ns(seconds: float | None) -> int | None:
+    # ECS event.duration is an integer number of nanoseconds.
+    return None if seconds is None else int(round(seconds * 1e9))
+
+
+def _check_action(action: str) -> None:
+    if action not in ACTIONS:
+        raise ValueError(f"event.action must be one of {sorted(ACTIONS)}, not {action!r}")
+
+
+def _base(ex: Exchange) -> dict:
+    _check_action(ex.action)
+    return {
+        "@timestamp": iso_timestamp(ex.timestamp),
+        "event": {
+            "id": ex.flow_id,
+            "action": ex.action,
+            "reason": ex.reason,
+            "duration": _duration_ns(ex.duration),
+        },
+        "rule": {"name": list(ex.rules), "ruleset": ex.ruleset},
+        "client": {
+            "ip": ex.client_ip,
+            "port": ex.client_port,
+            "user": {"name": ex.client_user},
+        },
+        "labels": {"client": ex.client_label},
+        "destination": {"domain": ex.dest_domain, "ip": ex.dest_ip, "port": ex.dest_port},
+        "url": {"full": ex.url},
+        "tls": {"client": {"server_name": ex.sni}},
+        "mcp": {"method": ex.mcp_method, "tool": ex.mcp_tool, "id": ex.mcp_id},
+        # Only where and which rule matched: the matched text itself may be the secret.
+        "clearwall": {
+            "matches": [
+                {"rule": m.get("rule"), "where": m.get("where"), "action": m.get("action")}
+                for m in ex.matches
+            ]
+        },
+    }
+
+
+def _http_part(ex: Exchange, headers, body) -> dict:
+    part: dict = {
+        "headers": redact_headers(headers, ex.redact, ex.secrets),
+    }
+    if body is not None:
+        part["body"] = body_field(
+            body,
+            content_type=_content_type(headers),
+            max_bytes=ex.max_body_bytes,
+            secrets=ex.secrets,
+        )
+    return part
+
+
+def _finish(record: dict, ex: Exchange) -> dict:
+    record = _prune(record)
+    for key, value in ex.extra.items():
+        if isinstance(value, dict) and isinstance(record.get(key), dict):
+            record[key] = {**record[key], **value}
+        else:
+            record[key] = value
+    if ex.secrets:
+        # Injected credentials must not reach the log anywhere: URL, extra fields, MCP ids.
+        record = scrub_record(record, tuple(s for s in ex.secrets if s))
+    return record
+
+
+def build_record(ex: Exchange) -> dict:
+    """The log record of one HTTP exchange (with its WebSocket messages, if any)."""
+    record = _base(ex)
+    request = _http_part(ex, ex.request_headers, ex.request_body)
+    request["method"] = ex.method
+    response = _http_part(ex, ex.response_headers, ex.response_body)
+    response["status_code"] = ex.status
+    record["http"] = {"version": ex.http_version, "request": request, "response": response}
+    if ex.messages:
+        record["websocket"] = {"messages": [_message(ex, m) for m in ex.messages]}
+    return _finish(record, ex)
+
+
+def _message(ex: Exchange, m: Message) -> dict:
+    data = m.content.encode("utf-8") if isinstance(m.content, str) else m.content
+    body = body_field(data, content_type=None, max_bytes=ex.max_body_bytes, secrets=ex.secrets)
+    return {
+        "direction": m.direction,
+        "time": iso_timestamp(m.time),
+        "action": m.action,
+        "content": body,
+    }
+
+
+def websocket_record(ex: Exchange) -> dict:
+    """The record of one WebSocket connection: the upgrade exchange and its messages."""
+    return build_record(ex)
+
+
+def connect_record(
+    *,
+    timestamp: float,
+    flow_id: str,
+    reason: str,
+    rules: list[str],
+    ruleset: str | None = None,
+    client_ip: str | None = None,
+    client_port: int | None = None,
+    client_user: str | None = None,
+    client_label: str | None = None,
+    dest_domain: str | None = None,
+    dest_ip: str | None = None,
+    dest_port: int | None = None,
+    status: int = 403,
+    action: str = "blocked",
+    extra: dict | None = None,
+) -> dict:
+    """The record of a refused CONNECT: no request was ever decrypted, so no http.request."""
+    ex = Exchange(
+        timestamp=timestamp, flow_id=flow_id, action=action, reason=reason, rules=rules,
+        ruleset=ruleset, client_ip=client_ip, client_port=client_port, client_user=client_user,
+        client_label=client_label, dest_domain=dest_domain, dest_ip=dest_ip, dest_port=dest_port,
+        extra=extra or {},
+    )
+    record = _base(ex)
+    record["http"] = {"request": {"method": "CONNECT"}, "response": {"status_code": status}}
+    return _finish(record, ex)
+
+
+def tunnel_record(
+    *,
+    timestamp: float,
+    flow_id: str,
+    duration: float,
+    bytes_up: int,
+    bytes_down: int,
+    rules: list[str],
+    sni: str | None = None,
+    action: str = "allowed",
+    reason: str | None = None,
+    ruleset: str | None = None,
+    client_ip: str | None = None,
+    client_port: int | None = None,
+    client_user: str | None = None,
+    client_label: str | None = None,
+    dest_domain: str | None = None,
+    dest_ip: str | None = None,
+    dest_port: int | None = None,
+    extra: dict | None = None,
+) -> dict:
+    """The record of a TLS passthrough tunnel: not decrypted, so only sizes and timing."""
+    ex = Exchange(
+        timestamp=timestamp, flow_id=flow_id, action=action, reason=reason, duration=duration,
+        rules=rules, ruleset=ruleset, client_ip=client_ip, client_port=client_port,
+        client_user=client_user, client_label=client_label, dest_domain=dest_domain,
+        dest_ip=dest_ip, dest_port=dest_port, sni=sni, extra=extra or {},
+    )
+    record = _base(ex)
+    # ECS names bytes sent by the client `source.bytes`/`client.bytes` and by the server
+    # `destination.bytes`.
+    record["client"]["bytes"] = bytes_up
+    record["destination"]["bytes"] = bytes_down
+    record["network"] = {"transport": "tcp", "type": "tls-passthrough"}
+    return _finish(record, ex)

@@ -1,0 +1,395 @@
+"""The body-log writer: a bounded queue in front of one thread that seals, writes and rotates.
+
+`submit()` only enqueues (microseconds, safe on the event loop). The writer thread turns each
+item into a record, chains it (so write order is chain order), appends it to flows.jsonl in
+batches, fsyncs per policy and rotates by size and UTC day. A failed write (ENOSPC, EACCES)
+keeps the unwritten records, flips `writable` to False (the adapter then refuses new flows
+with inspection_error) and is retried until it succeeds: no record is dropped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import queue
+import threading
+import time
+from collections import deque
+from pathlib import Path
+from typing import Any, Callable
+
+from clearwall.audit import chain
+from clearwall.audit.errors import AuditError, LogBackpressure, LogClosed
+from clearwall.audit.fields import iso_timestamp
+from clearwall.audit.recovery import recover
+from clearwall.audit.files import LIVE, rotated_name
+from clearwall.audit.record import Exchange, build_record
+from clearwall.audit.rotation import Housekeeper
+from clearwall.audit.sink import FileSink
+
+log = logging.getLogger(__name__)
+
+MiB = 1024 * 1024
+DAY = 86400.0
+FSYNC_MODES = ("every", "interval", "never")
+_STOP = object()
+
+
+def _utc_day(epoch: float) -> int:
+    return int(epoch // DAY)
+
+
+class LogWriter:
+    def __init__(
+        self,
+        log_dir: Path | str,
+        *,
+        max_queue: int = 10000,
+        fsync: str = "interval",
+        fsync_interval: float = 1.0,
+        rotate_bytes: int | None = 100 * MiB,
+        retention_seconds: float | None = 90 * DAY,
+        clock: Callable[[], float] = time.time,
+        retry_interval: float = 0.5,
+        batch_max: int = 1024,
+        open_sink: Callable[[Path], Any] = FileSink,
+    ) -> None:
+        if fsync not in FSYNC_MODES:
+            raise ValueError(f"fsync must be one of {FSYNC_MODES}, not {fsync!r}")
+        if max_queue < 1:
+            raise ValueError(f"max_queue must be >= 1, not {max_queue}")
+        if rotate_bytes is not None and rotate_bytes < 1:
+            raise ValueError(f"rotate_bytes must be >= 1 or None, not {rotate_bytes}")
+        if retention_seconds is not None and retention_seconds <= 0:
+            raise ValueError(f"retention_seconds must be > 0 or None, not {retention_seconds}")
+        self.log_dir = Path(log_dir)
+        self.max_queue = max_queue
+        self.fsync = fsync
+        self.fsync_interval = fsync_interval
+        self.rotate_bytes = rotate_bytes
+        self.retention_seconds = retention_seconds
+        self.clock = clock
+        self.retry_interval = retry_interval
+        self.batch_max = batch_max
+        self._open_sink = open_sink
+        # Counters read by the metrics addon (plain ints; written by the writer thread only).
+        self.records_written = 0
+        self.write_errors = 0
+        self.build_errors = 0
+        self.rotations = 0
+        self.writable = True
+        self.last_error: str | None = None
+        self._q: queue.Queue = queue.Queue(maxsize=max_queue)
+        self._pending: deque[bytes] = deque()  # sealed lines not yet (fully) written
+        self._offset = 0  # bytes of _pending[0] already written
+        self._sink = None
+        self._prev_hash = chain.GENESIS
+        self._file_day: int | None = None
+        self._dirty = False
+        self._last_fsync = time.monotonic()
+        self._last_expire = 0.0
+        self._waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future]] = []
+        self._waiters_lock = threading.Lock()
+        self._accepting = False
+        self._abort = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="clearwall-log-writer", daemon=True)
+        self._house = Housekeeper(self.log_dir, retention_seconds)
+
+    # ----- caller side -------------------------------------------------------------------
+
+    @property
+    def queue_depth(self) -> int:
+        return self._q.qsize() + len(self._pending)
+
+    @property
+    def prev_hash(self) -> str:
+        """Hash of the last record sealed (what the next record will chain to)."""
+        return self._prev_hash
+
+    def start(self) -> None:
+        """Recover the directory (chain head, unfinished rotations) and start the threads."""
+        try:
+            self.log_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise AuditError(f"cannot create log directory {self.log_dir}: {e.strerror}") from e
+        state = recover(self.log_dir)
+        self._prev_hash = state.prev_hash
+        self._file_day = None if state.first_time is None else _utc_day(state.first_time)
+        self._house.start()
+        for plain in state.uncompressed:
+            self._house.compress_later(plain)
+        self._house.expire_later(self.clock())
+        self._last_expire = self.clock()
+        self._accepting = True
+        self._thread.start()
+
+    def submit(self, item: dict | Exchange | Callable[[], dict]) -> None:
+        """Enqueue a record (a dict, an Exchange, or a callable building one in the writer
+        thread). Never blocks; raises LogBackpressure when the queue is full (refuse the flow)."""
+        if not self._accepting:
+            raise LogClosed("the body log writer is not running; the record was not accepted")
+        try:
+            self._q.put_nowait(item)
+        except queue.Full:
+            raise LogBackpressure(
+                f"the body log queue is full ({self.max_queue} records); the record was not accepted"
+            ) from None
+
+    async def submit_async(self, item: dict | Exchange | Callable[[], dict]) -> None:
+        """Enqueue a record, waiting (without blocking the loop) while the queue is full."""
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                return self.submit(item)
+            except LogBackpressure:
+                pass
+            fut = loop.create_future()
+            with self._waiters_lock:
+                self._waiters.append((loop, fut))
+            try:
+                # Re-check after registering: the writer may have made room in between.
+                return self.submit(item)
+            except LogBackpressure:
+                await fut
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Stop accepting, write every queued record, fsync, finish rotations. A record that
+        still cannot be written when timeout expires is reported in Clearwall's own log."""
+        if not self._thread.is_alive():
+            self._accepting = False
+            return
+        deadline = time.monotonic() + timeout
+        self._accepting = False
+        try:
+            self._q.put(_STOP, timeout=max(0.0, deadline - time.monotonic()))
+        except queue.Full:
+            self._abort.set()
+        self._thread.join(max(0.0, deadline - time.monotonic()))
+        if self._thread.is_alive():
+            self._abort.set()
+            self._thread.join(1.0)
+        self._house.close(max(0.1, deadline - time.monotonic()))
+        self._wake_waiters()
+        lost = self.queue_depth
+        if lost:
+            log.error("body log closed with %d record(s) unwritten: %s", lost, self.last_error)
+
+    # ----- writer thread -----------------------------------------------------------------
+
+    def _wake_waiters(self) -> None:
+        if not self._waiters:
+            return
+        with self._waiters_lock:
+            waiters, self._waiters = self._waiters, []
+        for loop, fut in waiters:
+            try:
+                loop.call_soon_threadsafe(_set_done, fut)
+            except RuntimeError:  # loop closed: nobody is waiting any more
+                pass
+
+    def _run(self) -> None:
+        stopping = False
+        tick = min(self.fsync_interval, 1.0) if self.fsync == "interval" else 1.0
+        while True:
+            if self._abort.is_set():
+                break
+            if self._pending:
+                if not self._write_pending():
+                    # Keep the records and retry; only close()'s deadline gives up.
+                    if self._abort.wait(self.retry_interval):
+                        break
+                    continue
+                self._after_write()
+            if stopping:
+                break
+            batch = self._take(tick)
+            if batch and batch[-1] is _STOP:
+                batch.pop()
+                stopping = True
+            if batch:
+                self._seal(batch)
+            else:
+                self._idle()
+        self._final_sync()
+
+    def _take(self, tick: float) -> list:
+        try:
+            batch = [self._q.get(timeout=tick)]
+        except queue.Empty:
+            return []
+        while len(batch) < self.batch_max and batch[-1] is not _STOP:
+            try:
+                batch.append(self._q.get_nowait())
+            except queue.Empty:
+                break
+        self._wake_waiters()
+        return batch
+
+    def _seal(self, batch: list) -> None:
+        for item in batch:
+            record = self._build(item)
+            line, self._prev_hash = self._seal_one(record)
+            self._pending.append(line)
+
+    def _seal_one(self, record: dict) -> tuple[bytes, str]:
+        try:
+            return chain.seal(record, self._prev_hash)
+        except (TypeError, ValueError) as e:  # orjson cannot encode a value
+            self.build_errors += 1
+            return chain.seal(self._error_record(record, e), self._prev_hash)
+
+    def _build(self, item) -> dict:
+        try:
+            if isinstance(item, dict):
+                return item
+            if isinstance(item, Exchange):
+                return build_record(item)
+            return item()
+        except Exception as e:  # a bug in shaping must still leave a trace in the log
+            self.build_errors += 1
+            log.exception("cannot build a body log record")
+            return self._error_record(item, e)
+
+    def _error_record(self, item, error: Exception) -> dict:
+        flow_id = getattr(item, "flow_id", None)
+        if isinstance(item, dict):
+            flow_id = (item.get("event") or {}).get("id")
+        return {
+            "@timestamp": iso_timestamp(self.clock()),
+            "event": {"id": flow_id, "action": "error", "reason": "log_record_error"},
+            "error": {"message": f"{type(error).__name__}: {error}"},
+        }
+
+    def _write_pending(self) -> bool:
+        """Write pending lines, rotating where needed; False (and writable False) on error."""
+        try:
+            now = self.clock()
+            while self._pending:
+                if self._sink is None:
+                    self._sink = self._open_sink(self.log_dir / LIVE)
+                if self._offset == 0 and self._should_rotate(len(self._pending[0]), now):
+                    self._rotate(now)
+                    continue
+                self._write_some(now)
+        except OSError as e:
+            self.write_errors += 1
+            self.last_error = f"{self.log_dir / LIVE}: {e.strerror or e}"
+            if self.writable:
+                log.error("body log write failed, refusing new flows until it recovers: %s", self.last_error)
+            self.writable = False
+            self._drop_sink()
+            return False
+        if not self.writable:
+            log.warning("body log writable again after %d failed attempt(s)", self.write_errors)
+        self.writable = True
+        return True
+
+    def _write_some(self, now: float) -> None:
+        """One os.write of as many whole lines as fit before the next rotation point."""
+        size = self._sink.size
+        if size == 0 and self._offset == 0:
+            self._file_day = _utc_day(now)
+        lines, total = [], 0
+        for line in self._pending:
+            if lines and self.rotate_bytes is not None and size + total + len(line) > self.rotate_bytes:
+                break
+            lines.append(line)
+            total += len(line)
+            if len(lines) >= self.batch_max:
+                break
+        buf = memoryview(b"".join(lines))[self._offset :]
+        written = 0
+        try:
+            while written < len(buf):
+                written += self._sink.write(buf[written:])
+        finally:
+            self._consume(self._offset + written)
+            if written:
+                self._dirty = True
+
+    def _consume(self, nbytes: int) -> None:
+        """Drop the lines fully covered by nbytes from the head of _pending."""
+        while self._pending and nbytes >= len(self._pending[0]):
+            nbytes -= len(self._pending.popleft())
+            self.records_written += 1
+        self._offset = nbytes
+
+    def _should_rotate(self, next_len: int, now: float) -> bool:
+        size = self._sink.size
+        if size == 0:
+            return False
+        if self.rotate_bytes is not None and size + next_len > self.rotate_bytes:
+            return True
+        return self._file_day is not None and _utc_day(now) != self._file_day
+
+    def _rotate(self, now: float) -> None:
+        self._sync()
+        self._drop_sink()
+        live = self.log_dir / LIVE
+        seq = 0
+        while True:
+            target = self.log_dir / rotated_name(now, seq)
+            if not target.exists() and not target.with_name(target.name + ".gz").exists():
+                break
+            seq += 1
+        os.rename(live, target)
+        self.rotations += 1
+        self._file_day = None
+        self._sink = self._open_sink(live)
+        self._house.compress_later(target)
+        self._house.expire_later(now)
+        self._last_expire = now
+
+    def _after_write(self) -> None:
+        if self.fsync == "every" or (
+            self.fsync == "interval" and time.monotonic() - self._last_fsync >= self.fsync_interval
+        ):
+            self._sync()
+
+    def _idle(self) -> None:
+        if self.fsync != "never" and self._dirty:
+            self._sync()
+        now = self.clock()
+        if self.retention_seconds is not None and now - self._last_expire >= 3600:
+            self._house.expire_later(now)
+            self._last_expire = now
+        # A day boundary passed while idle: rotate now so the day's file is closed on time.
+        if self._sink is not None and self._file_day is not None and self._sink.size:
+            if _utc_day(now) != self._file_day:
+                try:
+                    self._rotate(now)
+                except OSError as e:
+                    self.write_errors += 1
+                    log.error("body log rotation failed: %s", e)
+                    self._drop_sink()
+
+    def _sync(self) -> None:
+        if self._sink is None or not self._dirty:
+            return
+        try:
+            self._sink.fsync()
+            self._dirty = False
+        except OSError as e:
+            self.write_errors += 1
+            self.last_error = f"fsync {self.log_dir / LIVE}: {e.strerror or e}"
+            log.error("body log fsync failed: %s", self.last_error)
+        self._last_fsync = time.monotonic()
+
+    def _final_sync(self) -> None:
+        if self.fsync != "never":
+            self._sync()
+        self._drop_sink()
+
+    def _drop_sink(self) -> None:
+        if self._sink is not None:
+            sink, self._sink = self._sink, None
+            try:
+                sink.close()
+            except OSError:
+                pass
+
+
+def _set_done(fut: asyncio.Future) -> None:
+    if not fut.done():
+        fut.set_result(None)
