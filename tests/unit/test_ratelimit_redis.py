@@ -1,0 +1,244 @@
+"""Shared budgets through a real redis-server on 127.0.0.1, its outages and its recovery."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+import pytest
+
+from clearwall.ratelimit import LimitSpec, RateLimiter, RedisBackend
+from tests.support.redis_server import redis_server  # noqa: F401  (pytest fixture)
+
+HOUR = 3600  # long periods: wall-clock time passing during a test refills nothing that matters
+
+
+def limiter_for(url, specs, **options):
+    options.setdefault("probe_min", 0.05)
+    options.setdefault("probe_max", 0.2)
+    return RateLimiter(specs, RedisBackend(url, **options))
+
+
+async def ask(limiter, specs, client="c1", destination="d1", source_ip="10.0.0.1"):
+    return await limiter.check(specs, client=client, destination=destination, source_ip=source_ip)
+
+
+async def wait_healthy(backend, timeout=5.0):
+    deadline = time.monotonic() + timeout
+    while not backend.healthy:
+        assert time.monotonic() < deadline, "the Redis store never came back"
+        await asyncio.sleep(0.02)
+
+
+def test_two_replicas_share_one_budget(redis_server):
+    spec = LimitSpec("shared", "client", 5, HOUR)
+
+    async def scenario():
+        one, two = limiter_for(redis_server.url, [spec]), limiter_for(redis_server.url, [spec])
+        try:
+            results = []
+            for replica in (one, two, one, two, one, two, one):
+                decision = await ask(replica, [spec])
+                assert decision.source == "redis"
+                results.append(decision.allowed)
+            other = await ask(two, [spec], client="c2")
+            return results, other
+        finally:
+            await one.backend.aclose()
+            await two.backend.aclose()
+
+    results, other = asyncio.run(scenario())
+    assert results == [True] * 5 + [False, False]
+    assert other.allowed
+
+
+def test_concurrent_requests_never_overspend(redis_server):
+    spec = LimitSpec("shared", "destination", 20, HOUR, burst=5)
+
+    async def scenario():
+        replicas = [limiter_for(redis_server.url, [spec]) for _ in range(3)]
+        try:
+            decisions = await asyncio.gather(*(ask(replicas[i % 3], [spec]) for i in range(90)))
+            return sum(d.allowed for d in decisions), {d.source for d in decisions}
+        finally:
+            for r in replicas:
+                await r.backend.aclose()
+
+    allowed, sources = asyncio.run(scenario())
+    assert (allowed, sources) == (25, {"redis"})
+
+
+def test_redis_matches_the_spec_example_and_headers(redis_server):
+    spec = LimitSpec("per-client", "client", 5, 60)
+
+    async def scenario():
+        limiter = limiter_for(redis_server.url, [spec])
+        try:
+            return [await ask(limiter, [spec]) for _ in range(6)]
+        finally:
+            await limiter.backend.aclose()
+
+    decisions = asyncio.run(scenario())
+    assert [d.allowed for d in decisions] == [True] * 5 + [False]
+    assert [d.states[0].remaining for d in decisions] == [4, 3, 2, 1, 0, 0]
+    refused = decisions[-1]
+    assert 11.5 < refused.retry_after <= 12.0
+    assert refused.headers() == {
+        "Retry-After": "12",
+        "RateLimit-Policy": '"per-client";q=5;w=60',
+        "RateLimit": '"per-client";r=0;t=12',
+    }
+
+
+def test_a_refused_request_does_not_drain_other_limits_in_redis(redis_server):
+    per_client = LimitSpec("per-client", "client", 1, HOUR)
+    per_dest = LimitSpec("per-destination", "destination", 3, HOUR)
+    report = LimitSpec("rollout", "destination", 1, HOUR, mode="report")
+    specs = [per_client, per_dest, report]
+
+    async def scenario():
+        limiter = limiter_for(redis_server.url, specs)
+        try:
+            first = await ask(limiter, specs, client="c1")
+            refusals = [await ask(limiter, specs, client="c1") for _ in range(4)]
+            later = [await ask(limiter, specs, client=c) for c in ("c2", "c3", "c4")]
+            return first, refusals, later
+        finally:
+            await limiter.backend.aclose()
+
+    first, refusals, later = asyncio.run(scenario())
+    assert first.allowed and first.would_block == ()
+    assert all(r.refused_by == per_client for r in refusals)
+    assert [d.allowed for d in later] == [True, True, False]
+    assert later[0].would_block == (report,)
+    assert later[2].refused_by == per_dest
+
+
+def test_the_script_is_reloaded_after_a_flush_and_keys_expire(redis_server):
+    import redis
+
+    spec = LimitSpec("l", "client", 2, 10)
+    direct = redis.Redis(port=redis_server.port)
+
+    async def scenario():
+        limiter = limiter_for(redis_server.url, [spec])
+        try:
+            first = await ask(limiter, [spec])
+            direct.script_flush()
+            second = await ask(limiter, [spec])
+            third = await ask(limiter, [spec])
+            return first, second, third, limiter.backend.backend_errors
+        finally:
+            await limiter.backend.aclose()
+
+    first, second, third, errors = asyncio.run(scenario())
+    assert (first.allowed, second.allowed, third.allowed, errors) == (True, True, False, 0)
+    keys = direct.keys("clearwall:rl:*")
+    assert len(keys) == 1
+    assert 9_000 < direct.pttl(keys[0]) <= 10_001  # gone once the bucket would be full again
+
+
+@pytest.mark.parametrize(
+    "policy, allowed_while_down, source",
+    [("local", [True, True, False], "local"), ("deny", [False] * 3, "deny"), ("allow", [True] * 3, "allow")],
+)
+def test_outage_policy_then_recovery(redis_server, caplog, policy, allowed_while_down, source):
+    spec = LimitSpec("shared", "client", 2, HOUR)
+
+    async def scenario():
+        limiter = limiter_for(redis_server.url, [spec], on_error=policy)
+        backend = limiter.backend
+        try:
+            before = [await ask(limiter, [spec]) for _ in range(3)]  # budget spent in Redis
+            redis_server.stop()
+            started = time.monotonic()
+            during = [await ask(limiter, [spec]) for _ in range(3)]
+            during_seconds = time.monotonic() - started
+            errors_during = backend.backend_errors
+            more = [await ask(limiter, [spec]) for _ in range(50)]
+            redis_server.start()
+            await wait_healthy(backend)
+            after = [await ask(limiter, [spec]) for _ in range(3)]  # a fresh (restarted) Redis
+            return before, during, during_seconds, errors_during, more, after, backend
+        finally:
+            await limiter.backend.aclose()
+
+    with caplog.at_level(logging.WARNING, logger="clearwall.ratelimit.redis_backend"):
+        before, during, seconds, errors_during, more, after, backend = asyncio.run(scenario())
+    assert [d.allowed for d in before] == [True, True, False]
+    assert [d.allowed for d in during] == allowed_while_down
+    assert {d.source for d in during + more} == {source}
+    if policy != "local":
+        assert all(d.error and "unreachable" in d.error for d in during)
+    assert seconds < 1.0
+    # One failed round trip opened the outage; the 52 requests after it never touched Redis.
+    assert errors_during == 1 and backend.backend_errors == 1
+    assert backend.fallback_decisions == 53
+    failures = [r for r in caplog.records if "failed" in r.message]
+    assert len(failures) == 1 and policy in failures[0].message
+    assert any("answers again" in r.message for r in caplog.records)
+    assert [d.allowed for d in after] == [True, True, False]
+    assert {d.source for d in after} == {"redis"}
+
+
+def test_a_frozen_redis_never_blocks_the_event_loop(redis_server):
+    spec = LimitSpec("l", "client", 100, HOUR)
+
+    async def scenario():
+        limiter = limiter_for(redis_server.url, [spec], timeout=0.3, probe_min=0.1)
+        ticks: list[float] = []
+        stop = asyncio.Event()
+
+        async def ticker():
+            while not stop.is_set():
+                ticks.append(time.monotonic())
+                await asyncio.sleep(0.01)
+
+        task = asyncio.create_task(ticker())
+        try:
+            assert (await ask(limiter, [spec])).source == "redis"
+            redis_server.pause()
+            started = time.monotonic()
+            first = await ask(limiter, [spec])  # waits at most the timeout, loop keeps running
+            waited = time.monotonic() - started
+            rest = [await ask(limiter, [spec]) for _ in range(20)]
+            redis_server.resume()
+            await wait_healthy(limiter.backend)
+            back = await ask(limiter, [spec])
+        finally:
+            stop.set()
+            await task
+            redis_server.resume()
+            await limiter.backend.aclose()
+        return first, waited, rest, back, ticks, started
+
+    first, waited, rest, back, ticks, started = asyncio.run(scenario())
+    assert first.source == "local" and first.allowed
+    assert 0.25 <= waited < 1.0
+    assert {d.source for d in rest} == {"local"}
+    assert back.source == "redis"
+    during = [t for t in ticks if started <= t <= started + waited]
+    gaps = [b - a for a, b in zip(ticks, ticks[1:])]
+    assert len(during) >= 10 and max(gaps) < 0.15
+
+
+def test_an_unreachable_redis_at_start_uses_the_policy_at_once():
+    from tests.support.redis_server import free_port
+
+    spec = LimitSpec("l", "client", 1, HOUR)
+
+    async def scenario():
+        limiter = limiter_for(f"redis://127.0.0.1:{free_port()}/0", [spec], on_error="deny")
+        try:
+            return [await ask(limiter, [spec]) for _ in range(3)], limiter.backend.backend_errors
+        finally:
+            await limiter.backend.aclose()
+
+    decisions, errors = asyncio.run(scenario())
+    assert [d.allowed for d in decisions] == [False] * 3 and errors == 1
+
+
+def test_passwords_in_the_url_are_not_logged():
+    backend = RedisBackend("redis://:s3cret@cache.internal:6379/0")
+    assert "s3cret" not in backend._safe_url() and "cache.internal:6379/0" in backend._safe_url()
