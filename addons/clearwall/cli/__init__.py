@@ -32,8 +32,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    passthrough: list[str] = []
+    if "--" in argv:  # `clearwall run ... -- MITMPROXY_ARGS`
+        i = argv.index("--")
+        argv, passthrough = argv[:i], argv[i + 1:]
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.passthrough = passthrough
     try:
         return int(args.func(args) or 0)
     except ClearwallError as e:

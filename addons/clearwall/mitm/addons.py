@@ -1,0 +1,25 @@
+"""The Clearwall addon chain, in the order mitmproxy must call it.
+
+Order matters: the log gate refuses first when the log cannot be written; access decides who
+may go where; upstream checks the resolved address; the body log records last, after every
+other addon has decided and rewritten.
+"""
+
+from __future__ import annotations
+
+from clearwall.mitm.access import Access
+from clearwall.mitm.bodylog import BodyLog, LogGate
+from clearwall.mitm.core import Core
+from clearwall.mitm.runtime import Runtime
+from clearwall.mitm.upstream import Upstream
+
+
+def make_addons(runtime: Runtime | None = None) -> list[object]:
+    runtime = runtime or Runtime()
+    return [
+        Core(runtime),
+        LogGate(runtime),
+        Access(runtime),
+        Upstream(runtime),
+        BodyLog(runtime),
+    ]

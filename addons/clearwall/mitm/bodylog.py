@@ -1,0 +1,156 @@
+"""The body log adapter: one record per exchange and per refused CONNECT.
+
+Two addons, because order matters: `LogGate` runs first and refuses new flows while the log
+cannot be written (traffic never flows unrecorded); `BodyLog` runs last, after every filter has
+rewritten what it rewrites, so the record shows what was actually forwarded and answered.
+Records are built and written in the writer's thread: the hook only gathers references.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from mitmproxy import http
+
+from clearwall.audit.errors import AuditError
+from clearwall.audit.record import Exchange, connect_record
+from clearwall.mitm import respond
+from clearwall.mitm.guard import guarded
+from clearwall.mitm.runtime import Runtime
+from clearwall.mitm.state import FlowState, flow_state
+from clearwall.policy.decision import Refusal
+
+log = logging.getLogger("clearwall")
+LOG_RULE = "body-log"
+
+
+def _action(st: FlowState, error: bool) -> tuple[str, str | None]:
+    if st.refusal is not None:
+        kind = st.refusal.kind
+        if kind == "rate_limited":
+            return "rate_limited", kind
+        return ("error" if kind == "inspection_error" else "blocked"), kind
+    if error:
+        return "error", "upstream_error"
+    if st.would_block:
+        return "would_block", st.would_block[0].kind
+    return ("redacted" if st.redacted else "allowed"), None
+
+
+def _rules(st: FlowState) -> list[str]:
+    names: list[str] = []
+    if st.refusal is not None:
+        names.append(st.refusal.rule)
+    names += [r.rule for r in st.would_block]
+    names += [m["rule"] for m in st.matches]
+    if st.decision is not None and st.decision.destination:
+        names.append(st.decision.destination)
+    return list(dict.fromkeys(names))
+
+
+class LogGate:
+    name = "clearwall-log-gate"
+
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+
+    @guarded
+    def requestheaders(self, flow: http.HTTPFlow) -> None:
+        w = self.runtime.writer
+        if w is not None and not w.writable and flow.response is None:
+            respond.refuse(flow, Refusal("inspection_error", LOG_RULE,
+                                         "the body log cannot be written; traffic is refused until it can"))
+
+    http_connect = requestheaders
+
+
+class BodyLog:
+    name = "clearwall-body-log"
+
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+
+    def _submit(self, record) -> None:
+        w = self.runtime.writer
+        if w is None:
+            return
+        try:
+            w.submit(record)
+        except AuditError as e:
+            # The response is already decided; say so loudly. New flows are refused by LogGate.
+            log.error("body log record lost: %s", e)
+
+    @guarded
+    def response(self, flow: http.HTTPFlow) -> None:
+        self._record(flow, error=False)
+
+    @guarded
+    def error(self, flow: http.HTTPFlow) -> None:
+        if flow.websocket is None:
+            self._record(flow, error=True)
+
+    @guarded
+    def http_connect_error(self, flow: http.HTTPFlow) -> None:
+        st = flow_state(flow)
+        if st.logged:
+            return
+        st.logged = True
+        action, reason = _action(st, error=False)
+        rules = st.rules
+        ident = st.identity
+        self._submit(connect_record(
+            timestamp=st.started, flow_id=flow.id, reason=reason or "refused", rules=_rules(st),
+            ruleset=rules.version if rules else None,
+            client_ip=flow.client_conn.peername[0], client_port=flow.client_conn.peername[1],
+            client_user=ident.user if ident else None, client_label=ident.client if ident else None,
+            dest_domain=flow.request.host, dest_port=flow.request.port,
+            status=flow.response.status_code if flow.response else 403, action=action,
+        ))
+
+    def _record(self, flow: http.HTTPFlow, *, error: bool) -> None:
+        st = flow_state(flow)
+        if st.logged or flow.request.method == "CONNECT":
+            return
+        st.logged = True
+        rules = st.rules or self.runtime.rules
+        settings = rules.settings if rules else None
+        action, reason = _action(st, error)
+        req, resp = flow.request, flow.response
+        ident = st.identity
+        ex = Exchange(
+            timestamp=req.timestamp_start or st.started,
+            flow_id=flow.id,
+            action=action,
+            reason=reason if not error else (flow.error.msg if flow.error else reason),
+            duration=(resp.timestamp_end or time.time()) - req.timestamp_start if resp and req.timestamp_start else None,
+            rules=_rules(st),
+            ruleset=rules.version if rules else None,
+            client_ip=flow.client_conn.peername[0],
+            client_port=flow.client_conn.peername[1],
+            client_user=ident.user if ident else None,
+            client_label=ident.client if ident else None,
+            dest_domain=req.host,
+            dest_ip=st.resolved_ip,
+            dest_port=req.port,
+            url=req.pretty_url,
+            http_version=req.http_version,
+            method=req.method,
+            request_headers=list(req.headers.items(multi=True)),
+            request_body=req.raw_content,
+            status=resp.status_code if resp else None,
+            response_headers=list(resp.headers.items(multi=True)) if resp else [],
+            response_body=resp.raw_content if resp and not resp.stream else None,
+            sni=flow.client_conn.sni,
+            mcp_method=st.mcp.get("method"),
+            mcp_tool=st.mcp.get("tool"),
+            mcp_id=st.mcp.get("id"),
+            matches=list(st.matches),
+            max_body_bytes=settings.log.max_body_bytes if settings else 1024 * 1024,
+            redact=frozenset(settings.log.redact_headers) if settings else frozenset(),
+            secrets=tuple(st.secrets),
+        )
+        if st.would_block:
+            ex.extra["clearwall"] = {"would_block": [
+                {"kind": r.kind, "rule": r.rule, "message": r.message} for r in st.would_block]}
+        self._submit(ex)
