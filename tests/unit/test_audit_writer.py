@@ -1,0 +1,317 @@
+"""The writer: ordering, chain, close() flushing, back-pressure, write failures and recovery."""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import os
+import threading
+import time
+from pathlib import Path
+
+import orjson
+import pytest
+
+from clearwall.audit.chain import GENESIS
+from clearwall.audit.errors import AuditError, LogBackpressure, LogClosed
+from clearwall.audit.record import Exchange
+from clearwall.audit.sink import FileSink
+from clearwall.audit.verify import verify
+from clearwall.audit.writer import LogWriter
+
+
+def rec(i: int) -> dict:
+    return {"@timestamp": "2026-11-22T06:00:00.000Z", "event": {"id": f"e{i}", "action": "allowed"}}
+
+
+def lines(log_dir: Path) -> list[dict]:
+    return [orjson.loads(x) for x in (log_dir / "flows.jsonl").read_bytes().splitlines()]
+
+
+def wait_for(cond, timeout=5.0):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if cond():
+            return True
+        time.sleep(0.01)
+    return False
+
+
+class FlakySink(FileSink):
+    """A real file whose writes fail with an errno while `failing` is set; optionally
+    writes part of the buffer first, as a disk that fills up mid-write does."""
+
+    failing = threading.Event()
+    partial = False
+
+    def write(self, data):
+        if self.failing.is_set():
+            if self.partial and len(data) > 10:
+                FlakySink.partial = False
+                return super().write(data[: len(data) // 2])
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return super().write(data)
+
+
+class GatedSink(FileSink):
+    """A real file whose writes wait until `gate` opens (a slow disk)."""
+
+    gate = threading.Event()
+
+    def write(self, data):
+        self.gate.wait(10)
+        return super().write(data)
+
+
+@pytest.fixture
+def writers():
+    made = []
+    yield made
+    for w in made:
+        w.close(timeout=2)
+
+
+def make(tmp_path, writers, **kw) -> LogWriter:
+    w = LogWriter(tmp_path, **kw)
+    w.start()
+    writers.append(w)
+    return w
+
+
+def test_records_are_written_in_order_with_a_valid_chain(tmp_path, writers):
+    w = make(tmp_path, writers)
+    for i in range(500):
+        w.submit(rec(i))
+    w.close()
+    got = lines(tmp_path)
+    assert [r["event"]["id"] for r in got] == [f"e{i}" for i in range(500)]
+    assert got[0]["log"]["prev_hash"] == GENESIS
+    assert all(got[i]["log"]["prev_hash"] == got[i - 1]["log"]["hash"] for i in range(1, 500))
+    assert w.records_written == 500 and w.queue_depth == 0
+    assert verify(tmp_path).ok
+
+
+def test_close_flushes_everything_from_many_threads(tmp_path, writers):
+    w = make(tmp_path, writers, fsync="every")
+    def burst(t):
+        for i in range(300):
+            w.submit(rec(t * 1000 + i))
+    threads = [threading.Thread(target=burst, args=(t,)) for t in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    w.close()
+    ids = {r["event"]["id"] for r in lines(tmp_path)}
+    assert len(ids) == 1200 and w.records_written == 1200
+    assert verify(tmp_path).ok
+
+
+def test_submit_after_close_is_refused(tmp_path, writers):
+    w = make(tmp_path, writers)
+    w.close()
+    with pytest.raises(LogClosed):
+        w.submit(rec(0))
+
+
+def test_submit_before_start_is_refused(tmp_path):
+    with pytest.raises(LogClosed):
+        LogWriter(tmp_path).submit(rec(0))
+
+
+def test_exchanges_and_callables_are_built_in_the_writer_thread(tmp_path, writers):
+    w = make(tmp_path, writers)
+    w.submit(Exchange(timestamp=0, flow_id="x1", action="allowed", method="GET"))
+    w.submit(lambda: rec(2))
+    w.close()
+    got = lines(tmp_path)
+    assert got[0]["event"]["id"] == "x1" and got[0]["http"]["request"]["method"] == "GET"
+    assert got[1]["event"]["id"] == "e2"
+
+
+def test_a_record_that_cannot_be_built_leaves_an_error_record(tmp_path, writers):
+    w = make(tmp_path, writers)
+    w.submit(Exchange(timestamp=0, flow_id="bad", action="not-an-action"))
+    w.submit({"event": {"id": "unencodable"}, "x": object()})
+    w.close()
+    got = lines(tmp_path)
+    assert [(r["event"]["id"], r["event"]["action"], r["event"]["reason"]) for r in got] == [
+        ("bad", "error", "log_record_error"),
+        ("unencodable", "error", "log_record_error"),
+    ]
+    assert w.build_errors == 2 and verify(tmp_path).ok
+
+
+@pytest.mark.parametrize("max_queue, accepted", [(1, 1), (5, 5)])
+def test_a_full_queue_refuses_instead_of_dropping(tmp_path, writers, max_queue, accepted):
+    GatedSink.gate.clear()
+    w = make(tmp_path, writers, max_queue=max_queue, open_sink=GatedSink, batch_max=1)
+    w.submit(rec(-1))  # taken by the writer thread, which then waits on the gate
+    assert wait_for(lambda: w._q.qsize() == 0)
+    for i in range(accepted):
+        w.submit(rec(i))
+    with pytest.raises(LogBackpressure, match="queue is full"):
+        w.submit(rec(99))
+    GatedSink.gate.set()
+    w.close()
+    assert [r["event"]["id"] for r in lines(tmp_path)] == ["e-1"] + [f"e{i}" for i in range(accepted)]
+
+
+def test_submit_async_waits_for_room_without_blocking_the_loop(tmp_path, writers):
+    GatedSink.gate.clear()
+    w = make(tmp_path, writers, max_queue=2, open_sink=GatedSink, batch_max=1)
+
+    async def main():
+        ticks = 0
+
+        async def ticker():
+            nonlocal ticks
+            while True:
+                ticks += 1
+                await asyncio.sleep(0.005)
+
+        t = asyncio.create_task(ticker())
+        producer = asyncio.gather(*(w.submit_async(rec(i)) for i in range(20)))
+        await asyncio.sleep(0.2)
+        assert not producer.done()  # held back: the queue is full
+        assert ticks >= 10  # the loop kept running meanwhile
+        GatedSink.gate.set()
+        await asyncio.wait_for(producer, 5)
+        t.cancel()
+
+    asyncio.run(main())
+    w.close()
+    assert sorted(r["event"]["id"] for r in lines(tmp_path)) == sorted(f"e{i}" for i in range(20))
+
+
+def test_submit_returns_in_microseconds(tmp_path, writers):
+    w = make(tmp_path, writers, max_queue=20000)
+    record = rec(0)
+    record["http"] = {"request": {"body": {"content": "x" * 4096}}}
+    times = []
+    for _ in range(2000):
+        t = time.perf_counter()
+        w.submit(record)
+        times.append(time.perf_counter() - t)
+    times.sort()
+    assert times[len(times) // 2] < 50e-6  # generous for a shared 2-core machine
+
+
+@pytest.mark.parametrize("partial", [False, True], ids=["write refused", "half written then refused"])
+def test_disk_full_flips_writable_and_recovers_without_losing_records(tmp_path, writers, partial):
+    FlakySink.failing.clear()
+    w = make(tmp_path, writers, open_sink=FlakySink, retry_interval=0.02)
+    for i in range(10):
+        w.submit(rec(i))
+    assert wait_for(lambda: w.records_written == 10)
+    FlakySink.partial = partial
+    FlakySink.failing.set()
+    for i in range(10, 20):
+        w.submit(rec(i))
+    assert wait_for(lambda: not w.writable)
+    assert wait_for(lambda: w.write_errors >= 2)  # retried
+    assert w.records_written < 20 and w.queue_depth > 0
+    FlakySink.failing.clear()
+    assert wait_for(lambda: w.writable and w.records_written == 20)
+    w.close()
+    assert [r["event"]["id"] for r in lines(tmp_path)] == [f"e{i}" for i in range(20)]
+    assert verify(tmp_path).ok
+
+
+def test_unopenable_file_is_a_write_error_until_it_opens(tmp_path, writers):
+    state = {"deny": True}
+
+    def opener(path):
+        if state["deny"]:
+            raise PermissionError(errno.EACCES, "Permission denied", str(path))
+        return FileSink(path)
+
+    w = make(tmp_path, writers, open_sink=opener, retry_interval=0.02)
+    w.submit(rec(0))
+    assert wait_for(lambda: not w.writable and w.write_errors >= 1)
+    assert "Permission denied" in w.last_error
+    state["deny"] = False
+    assert wait_for(lambda: w.writable and w.records_written == 1)
+
+
+def test_close_gives_up_after_its_timeout_when_the_disk_stays_full(tmp_path, writers):
+    FlakySink.failing.set()
+    w = make(tmp_path, writers, open_sink=FlakySink, retry_interval=0.02)
+    w.submit(rec(0))
+    t = time.monotonic()
+    w.close(timeout=0.5)
+    FlakySink.failing.clear()
+    assert time.monotonic() - t < 3
+    assert w.records_written == 0 and w.queue_depth == 1
+
+
+def test_restart_continues_the_chain(tmp_path, writers):
+    w = make(tmp_path, writers)
+    w.submit(rec(0))
+    w.close()
+    head = lines(tmp_path)[-1]["log"]["hash"]
+    w2 = make(tmp_path, writers)
+    assert w2.prev_hash == head
+    w2.submit(rec(1))
+    w2.close()
+    got = lines(tmp_path)
+    assert got[1]["log"]["prev_hash"] == head
+    assert verify(tmp_path).ok
+
+
+def test_restart_moves_a_torn_last_line_aside(tmp_path, writers):
+    w = make(tmp_path, writers)
+    w.submit(rec(0))
+    w.close()
+    with open(tmp_path / "flows.jsonl", "ab") as f:
+        f.write(b'{"@timestamp":"2026-11-22T06:00:00.000Z","ev')  # crash mid-write
+    w2 = make(tmp_path, writers)
+    w2.submit(rec(1))
+    w2.close()
+    assert [r["event"]["id"] for r in lines(tmp_path)] == ["e0", "e1"]
+    aside = list(tmp_path.glob("flows.jsonl.partial-*"))
+    assert len(aside) == 1 and aside[0].read_bytes().endswith(b'"ev')
+    assert verify(tmp_path).ok
+
+
+def test_restart_refuses_a_live_file_whose_last_record_has_no_hash(tmp_path):
+    (tmp_path / "flows.jsonl").write_bytes(b'{"event":{"id":"x"}}\n')
+    with pytest.raises(AuditError, match="log.hash"):
+        LogWriter(tmp_path).start()
+
+
+def test_unusable_log_dir_is_one_clear_error(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    with pytest.raises(AuditError, match="cannot create log directory"):
+        LogWriter(blocker / "logs").start()
+
+
+@pytest.mark.parametrize(
+    "kw, message",
+    [
+        ({"fsync": "sometimes"}, "fsync"),
+        ({"max_queue": 0}, "max_queue"),
+        ({"rotate_bytes": 0}, "rotate_bytes"),
+        ({"retention_seconds": 0}, "retention_seconds"),
+    ],
+)
+def test_bad_settings_are_refused(tmp_path, kw, message):
+    with pytest.raises(ValueError, match=message):
+        LogWriter(tmp_path, **kw)
+
+
+@pytest.mark.parametrize("mode", ["every", "interval", "never"])
+def test_every_fsync_mode_writes_everything(tmp_path, writers, mode):
+    w = make(tmp_path, writers, fsync=mode, fsync_interval=0.01)
+    for i in range(50):
+        w.submit(rec(i))
+    w.close()
+    assert len(lines(tmp_path)) == 50
+
+
+def test_log_file_is_private(tmp_path, writers):
+    w = make(tmp_path, writers)
+    w.submit(rec(0))
+    w.close()
+    assert os.stat(tmp_path / "flows.jsonl").st_mode & 0o077 == 0
