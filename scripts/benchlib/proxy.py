@@ -1,0 +1,353 @@
+"""`scripts/bench proxy`: req/s and latency through bare mitmdump and through `clearwall run`,
+side by side in one invocation, and their ratio.
+
+    scripts/bench proxy [--mode keepalive|newconn|both] [--clients 16] [--duration 10]
+                        [--rounds 1] [--targets mitmdump,clearwall] [--variant NAME=RULES]...
+                        [--body-bytes 0] [--response-bytes 4096] [--json] [-- MITMPROXY_ARGS...]
+
+One local HTTPS upstream serves every run. Each round starts each target on a free port, runs
+every mode against it, and stops it; the target order rotates between rounds so that drift of
+the machine (other work, thermal, caches) spreads over all targets. Medians over rounds are
+reported. Arguments after `--` go to every proxy as mitmproxy options (`--set k=v`).
+
+Rule files for `--variant` may use `${BENCH_UPSTREAM_PORT}` and `${BENCH_UPSTREAM_CA}`, which
+the bench sets in the proxy's environment (see rules/allowlist.yaml).
+
+Exit status: 0 when every target started and no request failed, 1 otherwise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shlex
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+from benchlib.loadgen import MODES, LoadResult, LoadSpec, run_load
+from benchlib.upstream import UpstreamProcess
+
+HERE = Path(__file__).resolve().parent
+DEFAULT_RULES = HERE / "rules" / "allowlist.yaml"
+KINDS = ("mitmdump", "clearwall")
+CA_CERT_FILE = "mitmproxy-ca-cert.pem"  # in mitmdump's confdir and in clearwall's --ca-dir
+
+
+class TargetFailed(Exception):
+    """A proxy under test did not start or died; the message says why."""
+
+
+@dataclass(frozen=True)
+class Target:
+    name: str                    # as printed: mitmdump, clearwall, clearwall[filters]
+    kind: str                    # mitmdump | clearwall
+    rules: Path | None = None    # clearwall only
+
+
+def parse_targets(text: str) -> list[str]:
+    kinds = [k.strip() for k in text.split(",") if k.strip()]
+    if not kinds or any(k not in KINDS for k in kinds) or len(set(kinds)) != len(kinds):
+        raise ValueError(f"--targets takes a comma-separated subset of {','.join(KINDS)}, got {text!r}")
+    return kinds
+
+
+def parse_variant(text: str) -> tuple[str, Path]:
+    name, sep, path = text.partition("=")
+    if not sep or not name.strip() or not path.strip():
+        raise ValueError(f"--variant takes NAME=RULES_PATH, got {text!r}")
+    if not Path(path).exists():
+        raise ValueError(f"--variant {name}: rule path {path} does not exist")
+    return name.strip(), Path(path).resolve()
+
+
+def expand_targets(kinds: list[str], variants: list[tuple[str, Path]]) -> list[Target]:
+    """One mitmdump target, and one clearwall target per variant (the default rules if none)."""
+    out = []
+    for kind in kinds:
+        if kind == "mitmdump":
+            out.append(Target("mitmdump", "mitmdump"))
+        elif not variants:
+            out.append(Target("clearwall", "clearwall", DEFAULT_RULES))
+        else:
+            out.extend(Target(f"clearwall[{n}]", "clearwall", p) for n, p in variants)
+    return out
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def proxy_command(target: Target, workdir: Path, port: int, admin_port: int, upstream_ca: Path,
+                  mitm_args: list[str], clearwall_cmd: list[str]) -> list[str]:
+    if target.kind == "mitmdump":
+        # mitmproxy's defaults, except what the bench needs: its own confdir (fresh CA, no
+        # stray config.yaml) and trust in the bench upstream's CA.
+        return [str(Path(sys.executable).parent / "mitmdump"), "-q",
+                "--listen-host", "127.0.0.1", "--listen-port", str(port),
+                "--set", f"confdir={workdir / 'confdir'}",
+                "--set", f"ssl_verify_upstream_trusted_ca={upstream_ca}", *mitm_args]
+    cmd = [*clearwall_cmd, "run", "--rules", str(target.rules), "--listen", f"127.0.0.1:{port}",
+           "--ca-dir", str(workdir / "ca"), "--log-dir", str(workdir / "logs"),
+           "--admin", f"127.0.0.1:{admin_port}"]
+    return cmd + (["--", *mitm_args] if mitm_args else [])
+
+
+def process_cpu_seconds(pid: int) -> float:
+    """utime+stime of `pid` and its living children (clearwall may run helpers)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total, pids = 0.0, {pid}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(entry.name) in pids or int(fields[1]) == pid:
+            total += (int(fields[11]) + int(fields[12])) / tick
+    return total
+
+
+class ProxyProcess:
+    """One proxy under test: started, waited for until it accepts, stopped."""
+
+    def __init__(self, cmd: list[str], port: int, workdir: Path, env: dict[str, str],
+                 start_timeout: float = 60.0) -> None:
+        self.cmd, self.port, self.workdir = cmd, port, workdir
+        self.start_timeout = start_timeout
+        workdir.mkdir(parents=True, exist_ok=True)
+        self._out = open(workdir / "proxy.out", "wb")
+        self.proc = subprocess.Popen(cmd, stdout=self._out, stderr=subprocess.STDOUT, env=env,
+                                     cwd=workdir, start_new_session=True)
+
+    def output_tail(self, lines: int = 15) -> str:
+        self._out.flush()
+        text = (self.workdir / "proxy.out").read_text(errors="replace").strip().splitlines()
+        return "\n".join(text[-lines:]) or "(no output)"
+
+    def wait_ready(self, ca_file: Path) -> None:
+        deadline = time.monotonic() + self.start_timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise TargetFailed(f"exited with status {self.proc.returncode}:\n{self.output_tail()}")
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+                if ca_file.exists():
+                    return
+            except OSError:
+                pass
+            time.sleep(0.1)
+        raise TargetFailed(f"did not accept on 127.0.0.1:{self.port} (with {ca_file.name} "
+                           f"written) within {self.start_timeout:.0f} s:\n{self.output_tail()}")
+
+    def check_alive(self) -> None:
+        if self.proc.poll() is not None:
+            raise TargetFailed(f"died during the run (status {self.proc.returncode}):\n"
+                               f"{self.output_tail()}")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+        self._out.close()
+
+
+@dataclass
+class Cell:
+    """The runs of one target in one mode, over all rounds."""
+    target: str
+    mode: str
+    runs: list[LoadResult]
+    failure: str | None = None     # first line of why the target did not run
+    detail: str = ""               # the whole reason, with the proxy's last output lines
+
+    @property
+    def errors(self) -> int:
+        return sum(r.errors for r in self.runs)
+
+    def median(self, attr: str) -> float | None:
+        values = [getattr(r, attr) for r in self.runs if getattr(r, attr) is not None]
+        return statistics.median(values) if values else None
+
+    @property
+    def valid(self) -> bool:
+        return self.failure is None and bool(self.runs) and self.errors == 0
+
+
+def ratio(cell: Cell, base: Cell | None) -> str:
+    """`cell`'s median req/s over `base`'s; n/a when either failed or had errors."""
+    if base is None:
+        return "-"
+    if not (cell.valid and base.valid) or not base.median("rps"):
+        return "n/a"
+    return f"{cell.median('rps') / base.median('rps'):.2f}"
+
+
+def run_bench(args, mitm_args: list[str], targets: list[Target], workroot: Path,
+              log=print) -> dict[tuple[str, str], Cell]:
+    modes = list(MODES) if args.mode == "both" else [args.mode]
+    cells = {(t.name, m): Cell(t.name, m, []) for t in targets for m in modes}
+    clearwall_cmd = shlex.split(args.clearwall_cmd)
+    with UpstreamProcess(workroot / "upstream", args.response_bytes) as upstream:
+        log(f"upstream: https://localhost:{upstream.port}/ ({args.response_bytes}-byte JSON answers)")
+        env = dict(os.environ, BENCH_UPSTREAM_PORT=str(upstream.port),
+                   BENCH_UPSTREAM_CA=str(upstream.tls.ca_cert))
+        for rnd in range(args.rounds):
+            shift = rnd % len(targets)
+            for target in targets[shift:] + targets[:shift]:
+                if any(cells[(target.name, m)].failure for m in modes):
+                    continue  # it failed to start once; do not retry every round
+                workdir = workroot / f"{target.name}-r{rnd}"
+                port = free_port()
+                cmd = proxy_command(target, workdir, port, free_port(), upstream.tls.ca_cert,
+                                    mitm_args, clearwall_cmd)
+                ca_file = workdir / ("confdir" if target.kind == "mitmdump" else "ca") / CA_CERT_FILE
+                log(f"round {rnd + 1}/{args.rounds} {target.name}: {shlex.join(cmd)}")
+                proxy = ProxyProcess(cmd, port, workdir, env)
+                try:
+                    proxy.wait_ready(ca_file)
+                    for mode in modes:
+                        spec = LoadSpec(("localhost", upstream.port), str(ca_file),
+                                        ("127.0.0.1", port), mode, args.clients, args.duration,
+                                        args.warmup, args.body_bytes)
+                        result = run_load(spec, lambda: process_cpu_seconds(proxy.proc.pid))
+                        proxy.check_alive()
+                        cells[(target.name, mode)].runs.append(result)
+                        log(f"  {mode}: {result.rps:.1f} req/s, p50 {result.p50_ms:.2f} ms, "
+                            f"p99 {result.p99_ms:.2f} ms, errors {result.errors}")
+                except TargetFailed as e:
+                    log(f"  {target.name} FAILED: {e}")
+                    for mode in modes:
+                        cells[(target.name, mode)].failure = str(e).splitlines()[0]
+                        cells[(target.name, mode)].detail = str(e)
+                finally:
+                    proxy.stop()
+    return cells
+
+
+def format_table(cells: dict[tuple[str, str], Cell], targets: list[Target]) -> str:
+    first_variant = next((t.name for t in targets if t.kind == "clearwall"), None)
+    head = ["target", "mode", "clients", "req/s", "p50 ms", "p99 ms", "errors", "proxy CPU",
+            "vs mitmdump"] + ([f"vs {first_variant}"] if first_variant else [])
+    rows = [head]
+    for cell in cells.values():
+        base = cells.get(("mitmdump", cell.mode))
+        variant = cells.get((first_variant, cell.mode)) if first_variant else None
+        if cell.failure:
+            row = [cell.target, cell.mode, "-", "FAILED", "-", "-", "-", "-", "-"]
+        else:
+            rps, p50, p99, cpu = (cell.median(a) for a in ("rps", "p50_ms", "p99_ms", "proxy_cpu"))
+            row = [cell.target, cell.mode, str(cell.runs[0].clients if cell.runs else "-"),
+                   f"{rps:.1f}" if rps is not None else "-",
+                   f"{p50:.2f}" if p50 is not None else "-",
+                   f"{p99:.2f}" if p99 is not None else "-",
+                   str(cell.errors), f"{cpu * 100:.0f}%" if cpu is not None else "-",
+                   ratio(cell, base)]
+        if first_variant:
+            row.append("-" if cell.failure else ratio(cell, variant))
+        rows.append(row)
+    widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows)
+
+
+def problems(cells: dict[tuple[str, str], Cell]) -> list[str]:
+    out = []
+    for cell in cells.values():
+        if cell.failure:
+            out.append(f"{cell.target} {cell.mode} did not run: {cell.detail or cell.failure}")
+        elif cell.errors:
+            samples = sum((r.error_samples for r in cell.runs), Counter())
+            detail = "; ".join(f"{n}x {msg}" for msg, n in samples.most_common(5))
+            out.append(f"{cell.target} {cell.mode}: {cell.errors} failed requests: {detail}")
+    return out
+
+
+def machine() -> str:
+    try:
+        from mitmproxy.version import VERSION as mitm
+    except ImportError:
+        mitm = "?"
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text()
+                .splitlines() if line.startswith("model name")), platform.processor())
+    try:
+        import uvloop  # noqa: F401
+        loop = "uvloop"
+    except ImportError:
+        loop = "asyncio"
+    return (f"{os.cpu_count()} CPUs ({cpu}), Python {platform.python_version()}, "
+            f"mitmproxy {mitm}, load generator on {loop}, load average "
+            f"{os.getloadavg()[0]:.2f}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="scripts/bench proxy", description=__doc__.split("\n")[0])
+    p.add_argument("--mode", choices=(*MODES, "both"), default="both")
+    p.add_argument("--clients", type=int, default=16, help="concurrent connections/workers")
+    p.add_argument("--duration", type=float, default=10.0, help="measured seconds per run")
+    p.add_argument("--warmup", type=float, default=2.0, help="unmeasured seconds before each run")
+    p.add_argument("--rounds", type=int, default=1, help="interleaved rounds; medians reported")
+    p.add_argument("--body-bytes", type=int, default=0, help="request body (JSON POST); 0: GET")
+    p.add_argument("--response-bytes", type=int, default=4096, help="upstream JSON answer size")
+    p.add_argument("--targets", default=",".join(KINDS), help="comma-separated: mitmdump,clearwall")
+    p.add_argument("--variant", action="append", default=[], metavar="NAME=RULES",
+                   help="a clearwall rule file or directory to compare (repeatable); "
+                        f"default: {DEFAULT_RULES.relative_to(HERE.parent.parent)}")
+    p.add_argument("--clearwall-cmd", default=f"{shlex.quote(sys.executable)} -m clearwall",
+                   help="how to start clearwall (its `run ...` arguments are appended)")
+    p.add_argument("--json", action="store_true", help="print one JSON document instead of a table")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    ours, mitm_args = (argv[:argv.index("--")], argv[argv.index("--") + 1:]) if "--" in argv \
+        else (argv, [])
+    parser = build_parser()
+    args = parser.parse_args(ours)
+    try:
+        targets = expand_targets(parse_targets(args.targets), [parse_variant(v) for v in args.variant])
+        LoadSpec(("localhost", 1), "", None, "keepalive", args.clients, args.duration,
+                 args.warmup, args.body_bytes)  # validates the load options before any start
+        if args.rounds < 1 or args.response_bytes < 0:
+            raise ValueError("--rounds must be >= 1 and --response-bytes >= 0")
+    except ValueError as e:
+        parser.error(str(e))
+    command = "scripts/bench proxy " + shlex.join(argv)
+    log = (lambda m: print(m, file=sys.stderr)) if args.json else print
+    log(f"$ {command}\nmachine: {machine()}")
+    with tempfile.TemporaryDirectory(prefix="clearwall-bench-") as tmp:
+        cells = run_bench(args, mitm_args, targets, Path(tmp), log=log)
+    issues = problems(cells)
+    if args.json:
+        print(json.dumps({"command": command, "machine": machine(), "cells": [
+            {"target": c.target, "mode": c.mode, "failure": c.failure, "errors": c.errors,
+             "median": {a: c.median(a) for a in ("rps", "p50_ms", "p99_ms", "proxy_cpu",
+                                                 "client_cpu")},
+             "runs": [r.summary() for r in c.runs]} for c in cells.values()]}, indent=2))
+    else:
+        print(f"\n{format_table(cells, targets)}")
+    for issue in issues:
+        print(f"ERROR: {issue}", file=sys.stderr)
+    if issues:
+        print("these figures are NOT valid: a target failed or requests failed", file=sys.stderr)
+    return 1 if issues else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,166 @@
+"""`scripts/bench proxy`: option parsing, proxy command lines, the report (ratios, failed targets,
+runs with errors), the bench rule files, and one short real run through bare mitmdump."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "scripts"))
+
+from benchlib import proxy  # noqa: E402
+from benchlib.loadgen import LoadResult  # noqa: E402
+from benchlib.proxy import Cell, Target  # noqa: E402
+
+RULES = ROOT / "scripts" / "benchlib" / "rules"
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("mitmdump,clearwall", ["mitmdump", "clearwall"]),
+    ("clearwall", ["clearwall"]),
+    (" mitmdump , ", ["mitmdump"]),
+])
+def test_targets_are_parsed(text, expected):
+    assert proxy.parse_targets(text) == expected
+
+
+@pytest.mark.parametrize("text", ["", ",", "squid", "mitmdump,mitmdump", "mitmdump,nginx"])
+def test_unknown_empty_or_repeated_targets_are_refused(text):
+    with pytest.raises(ValueError):
+        proxy.parse_targets(text)
+
+
+def test_a_variant_names_an_existing_rule_path():
+    name, path = proxy.parse_variant(f"filters={RULES / 'filters'}")
+    assert name == "filters" and path == (RULES / "filters").resolve()
+
+
+@pytest.mark.parametrize("text", ["filters", "=x.yaml", "name=", "name=/does/not/exist.yaml"])
+def test_bad_variants_are_refused(text):
+    with pytest.raises(ValueError):
+        proxy.parse_variant(text)
+
+
+@pytest.mark.parametrize("kinds, variants, names", [
+    (["mitmdump", "clearwall"], [], ["mitmdump", "clearwall"]),
+    (["mitmdump"], [("a", Path("a.yaml"))], ["mitmdump"]),
+    (["mitmdump", "clearwall"], [("a", Path("a.yaml")), ("b", Path("b"))],
+     ["mitmdump", "clearwall[a]", "clearwall[b]"]),
+])
+def test_each_variant_is_one_clearwall_target(kinds, variants, names):
+    assert [t.name for t in proxy.expand_targets(kinds, variants)] == names
+
+
+def test_bare_mitmdump_gets_only_confdir_and_upstream_trust(tmp_path):
+    cmd = proxy.proxy_command(Target("mitmdump", "mitmdump"), tmp_path, 8080, 9090,
+                              Path("/ca.pem"), [], ["clearwall"])
+    assert Path(cmd[0]).name == "mitmdump"
+    assert cmd[1:] == ["-q", "--listen-host", "127.0.0.1", "--listen-port", "8080",
+                       "--set", f"confdir={tmp_path / 'confdir'}",
+                       "--set", "ssl_verify_upstream_trusted_ca=/ca.pem"]
+
+
+def test_clearwall_gets_the_spec_flags_and_mitmproxy_args_after_a_double_dash(tmp_path):
+    target = Target("clearwall", "clearwall", Path("/r.yaml"))
+    cmd = proxy.proxy_command(target, tmp_path, 8080, 9090, Path("/ca.pem"),
+                              ["--set", "http2=false"], ["py", "-m", "clearwall"])
+    assert cmd == ["py", "-m", "clearwall", "run", "--rules", "/r.yaml",
+                   "--listen", "127.0.0.1:8080", "--ca-dir", str(tmp_path / "ca"),
+                   "--log-dir", str(tmp_path / "logs"), "--admin", "127.0.0.1:9090",
+                   "--", "--set", "http2=false"]
+
+
+def _result(rps: float, errors: int = 0, p50: float = 0.002) -> LoadResult:
+    r = LoadResult("keepalive", 16, 1.0, requests=int(rps), errors=errors,
+                   latencies=[p50] * max(1, int(rps)), proxy_cpu=0.5)
+    if errors:
+        r.error_samples["HTTP 502: upstream"] = errors
+    return r
+
+
+def _table(cells: list[Cell], targets: list[Target]) -> list[list[str]]:
+    text = proxy.format_table({(c.target, c.mode): c for c in cells}, targets)
+    return [line.split() for line in text.splitlines()]
+
+
+TARGETS = [Target("mitmdump", "mitmdump"), Target("clearwall[a]", "clearwall", Path("a")),
+           Target("clearwall[b]", "clearwall", Path("b"))]
+
+
+def test_ratios_are_of_median_throughput_against_mitmdump_and_the_first_variant():
+    rows = _table([Cell("mitmdump", "keepalive", [_result(400), _result(500), _result(900)]),
+                   Cell("clearwall[a]", "keepalive", [_result(250)]),
+                   Cell("clearwall[b]", "keepalive", [_result(200)])], TARGETS)
+    assert rows[0][-2:] == ["vs", "clearwall[a]"]
+    by_target = {r[0]: r for r in rows[1:]}
+    assert by_target["mitmdump"][3] == "500.0"              # median of 400, 500, 900
+    assert by_target["clearwall[a]"][-2:] == ["0.50", "1.00"]
+    assert by_target["clearwall[b]"][-2:] == ["0.40", "0.80"]
+
+
+def test_a_target_that_failed_shows_failed_and_no_ratio():
+    failed = Cell("mitmdump", "keepalive", [], failure="exited with status 2")
+    rows = _table([failed, Cell("clearwall[a]", "keepalive", [_result(250)]),
+                   Cell("clearwall[b]", "keepalive", [_result(200)])], TARGETS)
+    by_target = {r[0]: r for r in rows[1:]}
+    assert "FAILED" in by_target["mitmdump"]
+    assert by_target["clearwall[a]"][-2:] == ["n/a", "1.00"]
+
+
+def test_a_run_with_errors_gets_no_ratio_and_is_reported_as_a_problem():
+    cells = [Cell("mitmdump", "keepalive", [_result(500)]),
+             Cell("clearwall[a]", "keepalive", [_result(300, errors=3)])]
+    rows = _table(cells, TARGETS[:2])
+    assert rows[2][6] == "3" and rows[2][-2:] == ["n/a", "n/a"]
+    issues = proxy.problems({(c.target, c.mode): c for c in cells})
+    assert len(issues) == 1 and "3 failed requests" in issues[0] and "HTTP 502" in issues[0]
+
+
+def test_clean_runs_are_no_problem():
+    cells = [Cell("mitmdump", "keepalive", [_result(500)])]
+    assert proxy.problems({(c.target, c.mode): c for c in cells}) == []
+
+
+@pytest.mark.parametrize("rules", ["allowlist.yaml", "filters"])
+def test_bench_rule_sets_load_and_allow_the_bench_upstream_only(rules):
+    from clearwall.policy.engine import Target as Request, decide
+    from clearwall.policy.loader import load_rules
+
+    ruleset = load_rules(RULES / rules, environ={"BENCH_UPSTREAM_PORT": "8443",
+                                                 "BENCH_UPSTREAM_CA": "/dev/null"})
+    assert len(ruleset.destinations) >= 12
+    bench = dict(host="localhost", port=8443, content_type="application/json")
+    assert decide(ruleset, Request(**bench)).allowed                      # CONNECT
+    assert decide(ruleset, Request(**bench, method="GET", path="/bench")).allowed
+    assert decide(ruleset, Request(**bench, method="POST", path="/bench", has_body=True)).allowed
+    assert not decide(ruleset, Request("localhost", 8444)).allowed        # another port
+    assert not decide(ruleset, Request("pastebin.com", 443)).allowed
+
+
+def test_a_target_that_fails_to_start_is_printed_and_exits_non_zero(capsys):
+    failing = f"{sys.executable} -c 'import sys; print(\"no such thing\"); sys.exit(3)'"
+    code = proxy.main(["--targets", "clearwall", "--clearwall-cmd", failing,
+                       "--duration", "0.5", "--warmup", "0"])
+    out, err = capsys.readouterr()
+    assert code == 1
+    assert "FAILED" in out
+    assert "exited with status 3" in err and "no such thing" in err
+    assert "NOT valid" in err
+
+
+@pytest.mark.slow
+def test_a_short_run_through_bare_mitmdump_is_clean(capsys):
+    code = proxy.main(["--targets", "mitmdump", "--mode", "keepalive", "--clients", "4",
+                       "--duration", "1", "--warmup", "0.5", "--json"])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    doc = json.loads(out)
+    assert doc["command"].startswith("scripts/bench proxy --targets mitmdump")
+    [cell] = doc["cells"]
+    assert cell["target"] == "mitmdump" and cell["failure"] is None and cell["errors"] == 0
+    assert cell["median"]["rps"] > 20
+    assert 0 < cell["median"]["proxy_cpu"] <= 2.0
