@@ -59,14 +59,31 @@ def test_concurrent_requests_never_overspend(redis_server):
     async def scenario():
         replicas = [limiter_for(redis_server.url, [spec]) for _ in range(3)]
         try:
-            decisions = await asyncio.gather(*(ask(replicas[i % 3], [spec]) for i in range(90)))
-            return sum(d.allowed for d in decisions), {d.source for d in decisions}
+            decisions = await asyncio.gather(*(ask(replicas[i % 3], [spec]) for i in range(600)))
+            pipelines = sum(r.backend._batcher.pipelines for r in replicas)
+            return sum(d.allowed for d in decisions), {d.source for d in decisions}, pipelines
         finally:
             for r in replicas:
                 await r.backend.aclose()
 
-    allowed, sources = asyncio.run(scenario())
+    allowed, sources, pipelines = asyncio.run(scenario())
     assert (allowed, sources) == (25, {"redis"})
+    assert pipelines < 60  # concurrent requests shared round trips (600 requests)
+
+
+def test_one_request_at_a_time_is_one_round_trip_each(redis_server):
+    spec = LimitSpec("l", "client", 100, HOUR)
+
+    async def scenario():
+        limiter = limiter_for(redis_server.url, [spec])
+        try:
+            for _ in range(5):
+                await ask(limiter, [spec])
+            return limiter.backend._batcher.pipelines
+        finally:
+            await limiter.backend.aclose()
+
+    assert asyncio.run(scenario()) == 5 + 1  # the first is resent once after loading the script
 
 
 def test_redis_matches_the_spec_example_and_headers(redis_server):

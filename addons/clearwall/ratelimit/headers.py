@@ -9,8 +9,8 @@ Both RateLimit fields are Structured Field Lists (RFC 9651) of Strings with para
   part of the advertised quota: it is slack, not a promise. A `per` that is not a whole number of
   seconds is advertised as the rate over the next whole second count (10 per 0.5 s → q=20;w=1).
 - `r` is the whole tokens left. `t` is when it is worth trying again: with r=0, the seconds until
-  the next token (the same value as `Retry-After`); with r>0, the seconds until the bucket is
-  full again (0 when it is full).
+  the next token (at least 1; the same value as `Retry-After` on a refusal); with r>0, the
+  seconds until the bucket is full again (0 when it is full).
 - Delay-seconds are rounded up (a client that waits the advertised time must succeed) and
   `Retry-After` is at least 1.
 """

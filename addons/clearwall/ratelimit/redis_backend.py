@@ -13,7 +13,7 @@ When Redis is unreachable or slow (every call is bounded by `timeout`), the
 memory buckets, `deny` refuses, `allow` lets requests through unlimited. A warning is logged once
 per outage and `backend_errors` counts failed calls. While Redis is down no request waits on it:
 one background task probes with PING, backing off from `probe_min` to `probe_max` seconds, and
-requests go back to Redis once it answers.
+requests go back to Redis once it answers. Concurrent requests share pipelines (`redis_batch.py`).
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from collections.abc import Sequence
 from clearwall.ratelimit.backend import Acquired, BucketCheck, decide
 from clearwall.ratelimit.gcra import EPSILON
 from clearwall.ratelimit.memory import MemoryBackend
+from clearwall.ratelimit.redis_batch import ScriptBatcher
 
 log = logging.getLogger(__name__)
 
@@ -104,7 +105,8 @@ class RedisBackend:
         probe_min: float = 0.5,
         probe_max: float = 30.0,
         prefix: str = "clearwall:rl:",
-        max_connections: int = 64,
+        max_connections: int = 4,
+        max_batch: int = 256,
         fallback: MemoryBackend | None = None,
         client=None,
     ) -> None:
@@ -118,6 +120,7 @@ class RedisBackend:
         self._probe_min, self._probe_max = probe_min, probe_max
         self._prefix = prefix
         self._client = client if client is not None else make_client(url, timeout, max_connections)
+        self._batcher = ScriptBatcher(self._client, SCRIPT, SCRIPT_SHA, timeout=timeout, max_batch=max_batch)
         self.fallback = fallback if fallback is not None else MemoryBackend()
         self.healthy = True
         self.backend_errors = 0
@@ -154,22 +157,17 @@ class RedisBackend:
             except asyncio.CancelledError:
                 pass
             self._probe_task = None
+        await self._batcher.aclose()
         await self._client.aclose()
         await self.fallback.aclose()
 
     async def _round_trip(self, checks: Sequence[BucketCheck]) -> tuple[float, list[float | None]]:
-        from redis.exceptions import NoScriptError
-
         keys = [self._prefix + c.key for c in checks]
         args: list[str] = []
         for c in checks:
             args += (repr(c.rate.interval), repr(c.rate.tolerance), "1" if c.enforced else "0")
         args.append(repr(EPSILON))
-        try:
-            raw = await self._client.evalsha(SCRIPT_SHA, len(keys), *keys, *args)
-        except NoScriptError:  # Redis restarted or SCRIPT FLUSH: load once, then EVALSHA again
-            await self._client.script_load(SCRIPT)
-            raw = await self._client.evalsha(SCRIPT_SHA, len(keys), *keys, *args)
+        raw = await self._batcher.call(keys, args)
         if len(raw) != len(checks) + 1:
             raise ValueError(f"rate-limit script answered {len(raw)} values for {len(checks)} keys")
         return float(raw[0]), [float(v) if v else None for v in raw[1:]]
