@@ -7,9 +7,7 @@ from __future__ import annotations
 
 import base64
 import fnmatch
-import os
 import re
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
@@ -17,7 +15,7 @@ from typing import Callable, Iterator
 import orjson
 
 from clearwall.audit.fields import parse_timestamp
-from clearwall.audit.files import LIVE, all_files, iter_lines
+from clearwall.audit.files import all_files, iter_lines
 
 
 @dataclass(frozen=True)
@@ -150,56 +148,3 @@ def search(log_dir: Path, flt: Filter) -> Iterator[Located]:
     for loc in iter_records(log_dir, since=flt.since):
         if flt.matches(loc.record):
             yield loc
-
-
-def follow(
-    log_dir: Path,
-    *,
-    poll: float = 0.2,
-    stop: Callable[[], bool] = lambda: False,
-    from_end: bool = True,
-) -> Iterator[dict]:
-    """Records appended to the live file, across rotations (a new inode or a shrink means the
-    file was rotated: the rest of the old one was already read, so start the new one at 0)."""
-    live = Path(log_dir) / LIVE
-    f, inode, buf = None, None, b""
-    while not stop():
-        if f is None:
-            try:
-                f = open(live, "rb")
-            except FileNotFoundError:
-                time.sleep(poll)
-                continue
-            inode = os.fstat(f.fileno()).st_ino
-            if from_end:
-                f.seek(0, os.SEEK_END)
-            from_end = False
-        chunk = f.read(1 << 20)
-        if chunk:
-            buf = yield from _complete_lines(buf + chunk)
-            continue
-        try:
-            st = os.stat(live)
-            rotated = st.st_ino != inode or st.st_size < f.tell()
-        except FileNotFoundError:
-            rotated = False
-        if rotated:
-            # The writer may have appended between our last read and the rename.
-            yield from _complete_lines(buf + f.read())
-            f.close()
-            f, buf = None, b""
-            continue
-        time.sleep(poll)
-    if f is not None:
-        f.close()
-
-
-def _complete_lines(buf: bytes):
-    """Yield the records of buf's complete lines; return the incomplete rest."""
-    *lines, rest = buf.split(b"\n")
-    for raw in lines:
-        try:
-            yield orjson.loads(raw)
-        except orjson.JSONDecodeError:
-            continue
-    return rest

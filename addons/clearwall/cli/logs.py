@@ -16,7 +16,8 @@ from clearwall.audit.errors import AuditError
 from clearwall.audit.fields import parse_timestamp
 from clearwall.audit.files import all_files, iter_lines
 from clearwall.audit.har import write_har
-from clearwall.audit.reader import Filter, follow, iter_records, parse_status, search
+from clearwall.audit.follow import follow
+from clearwall.audit.reader import Filter, iter_records, parse_status, search
 from clearwall.audit.record import ACTIONS
 from clearwall.audit.stats import compute
 from clearwall.audit.verify import verify

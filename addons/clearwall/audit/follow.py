@@ -1,0 +1,137 @@
+"""`tail -f` for the body log: records appended to the live file, across rotations.
+
+Several rotations can happen between two polls, so a rotation is caught up through the
+rotated files using the chain: records are yielded after the last hash already shown, and
+a record whose hash was shown is never shown twice.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Callable, Iterator
+
+import orjson
+
+from clearwall.audit.files import LIVE, iter_lines, rotated_files
+
+
+def _parse(raw: bytes) -> dict | None:
+    try:
+        record = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return None
+    return record if isinstance(record, dict) else None
+
+
+def _hash(record: dict):
+    log = record.get("log")
+    return log.get("hash") if isinstance(log, dict) else None
+
+
+def _rotated_lines(path: Path) -> Iterator[bytes]:
+    try:
+        yield from iter_lines(path)
+    except FileNotFoundError:
+        # Compressed meanwhile: the plain file was replaced by its .gz.
+        gz = path.with_name(path.name + ".gz")
+        if gz.exists():
+            yield from iter_lines(gz)
+
+
+class Follower:
+    def __init__(self, log_dir: Path, poll: float = 0.2) -> None:
+        self.live = Path(log_dir) / LIVE
+        self.log_dir = Path(log_dir)
+        self.poll = poll
+        self.shown: set[str] = set()  # hashes shown since the last rotation
+        self.last: str | None = None
+        self._f = None
+        self._inode = None
+        self._opened_at = 0.0
+        self._buf = b""
+
+    def _emit(self, record: dict) -> Iterator[dict]:
+        h = _hash(record)
+        if h is not None:
+            if h in self.shown:
+                return
+            self.shown.add(h)
+            self.last = h
+        yield record
+
+    def _lines(self, data: bytes) -> Iterator[dict]:
+        *lines, self._buf = (self._buf + data).split(b"\n")
+        for raw in lines:
+            record = _parse(raw)
+            if record is not None:
+                yield from self._emit(record)
+
+    def _open(self, at_end: bool) -> bool:
+        try:
+            self._f = open(self.live, "rb")
+        except FileNotFoundError:
+            return False
+        self._inode = os.fstat(self._f.fileno()).st_ino
+        self._opened_at = time.time()
+        if at_end:
+            self._f.seek(0, os.SEEK_END)
+        return True
+
+    def _rotated(self) -> bool:
+        try:
+            st = os.stat(self.live)
+        except FileNotFoundError:
+            return False
+        return st.st_ino != self._inode or st.st_size < self._f.tell()
+
+    def _catch_up(self) -> Iterator[dict]:
+        """Records of files rotated since the live file was opened, after the last shown."""
+        opened_at, last = self._opened_at, self.last
+        self.shown = {last} if last else set()
+        found = last is None
+        for f in rotated_files(self.log_dir):
+            if f.rotated_at < opened_at - 1.0:
+                continue
+            for raw in _rotated_lines(f.path):
+                record = _parse(raw)
+                if record is None:
+                    continue
+                if found:
+                    yield from self._emit(record)
+                elif _hash(record) == last:
+                    found = True
+
+    def run(self, stop: Callable[[], bool], from_end: bool = True) -> Iterator[dict]:
+        while not stop():
+            if self._f is None:
+                if not self._open(at_end=from_end):
+                    time.sleep(self.poll)
+                    continue
+                from_end = False
+            chunk = self._f.read(1 << 20)
+            if chunk:
+                yield from self._lines(chunk)
+                continue
+            if not self._rotated():
+                time.sleep(self.poll)
+                continue
+            # Rotated: finish the old file, then everything rotated since, then the new live
+            # file from its start (records already shown by the catch-up are skipped).
+            yield from self._lines(self._f.read())
+            self._f.close()
+            self._f, self._buf = None, b""
+            yield from self._catch_up()
+        if self._f is not None:
+            self._f.close()
+
+
+def follow(
+    log_dir: Path,
+    *,
+    poll: float = 0.2,
+    stop: Callable[[], bool] = lambda: False,
+    from_end: bool = True,
+) -> Iterator[dict]:
+    return Follower(log_dir, poll).run(stop, from_end)
