@@ -28,6 +28,7 @@ MITM_MAJOR = int(MITM_VERSION.split(".")[0])
 # Routing options that turn matching traffic into an undecrypted relay no hook ever sees.
 BYPASS_OPTIONS = ("ignore_hosts", "allow_hosts", "tcp_hosts", "udp_hosts")
 _STARTED = time.time()
+_USER_SETTABLE_UNSAFE = {"rawtcp", "connection_strategy", "stream_large_bodies", "http2"}
 
 
 def safe_mitm_options() -> dict[str, object]:
@@ -82,8 +83,6 @@ class Core:
             if name in updated and getattr(ctx.options, name, None):
                 raise exceptions.OptionsError(
                     f"{name} routes traffic around Clearwall's inspection; use tls: passthrough destinations instead")
-        if "rawtcp" in updated and ctx.options.rawtcp:
-            raise exceptions.OptionsError("rawtcp=true relays non-HTTP traffic uninspected; Clearwall needs rawtcp=false")
         if "confdir" in updated:
             self._check_ca(Path(os.path.expanduser(ctx.options.confdir)))
         if "clearwall_rules" in updated:
@@ -96,8 +95,16 @@ class Core:
             wanted = dict(safe_mitm_options())
             if bundle:
                 wanted["ssl_verify_upstream_trusted_ca"] = bundle
-            ctx.options.update(**{k: v for k, v in wanted.items() if getattr(ctx.options, k) != v})
+            changes = {k: v for k, v in wanted.items() if getattr(ctx.options, k) != v}
+            for k in changes.keys() & _USER_SETTABLE_UNSAFE:
+                log.warning("mitmproxy option %s=%r is unsafe for Clearwall; using %r", k, getattr(ctx.options, k), changes[k])
+            ctx.options.update(**changes)
             log.info("rules %s loaded from %s", rules.version, ", ".join(rules.files))
+        else:
+            # A later change (e.g. `set` from a console) must not undo the safe options.
+            for k, v in safe_mitm_options().items():
+                if k in updated and getattr(ctx.options, k) != v:
+                    raise exceptions.OptionsError(f"{k}={getattr(ctx.options, k)!r} would let traffic past Clearwall's inspection")
 
     def _check_ca(self, confdir: Path) -> None:
         try:

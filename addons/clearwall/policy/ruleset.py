@@ -32,10 +32,16 @@ class HostRule:
     hosts: tuple[HostPattern, ...]
     ports: frozenset[int] | None
     mode: str  # effective mode: the rule's own, else settings.mode
+    # Omitted `ports`: a destination allows the scheme's default port only, while a deny entry
+    # denies every port (a deny list that only covered 443 would be a trap).
+    any_port: bool = False
 
     def matches_host(self, host: str, port: int, scheme: str) -> bool:
-        ports = self.ports if self.ports is not None else {DEFAULT_PORTS.get(scheme, 443)}
-        return port in ports and any(h.matches(host) for h in self.hosts)
+        if self.ports is not None:
+            port_ok = port in self.ports
+        else:
+            port_ok = self.any_port or port == DEFAULT_PORTS.get(scheme, 443)
+        return port_ok and any(h.matches(host) for h in self.hosts)
 
 
 @dataclass(frozen=True)
@@ -146,7 +152,7 @@ def compile_ruleset(settings: model.Settings, sections: dict[str, list], *, sour
         ))
     deny = tuple(
         HostRule(e.name, tuple(parse_host_pattern(h) for h in e.hosts),
-                 frozenset(e.ports) if e.ports else None, _mode(e.mode, settings))
+                 frozenset(e.ports) if e.ports else None, _mode(e.mode, settings), any_port=True)
         for e in sections["deny"]
     )
     return RuleSet(
