@@ -11,7 +11,7 @@ plus the one admission test below.
 When Redis is unreachable or slow (every call is bounded by `timeout`), the
 `rate_limit_on_backend_error` policy applies: `local` (default) decides with this replica's own
 memory buckets, `deny` refuses, `allow` lets requests through unlimited. A warning is logged once
-per outage and `backend_errors` counts failed calls. While Redis is down no request waits on it:
+per outage and `backend_errors` counts failed Redis calls (a pipeline counts once). While Redis is down no request waits on it:
 one background task probes with PING, backing off from `probe_min` to `probe_max` seconds, and
 requests go back to Redis once it answers. Concurrent requests share pipelines (`redis_batch.py`).
 """
@@ -26,7 +26,7 @@ from collections.abc import Sequence
 from clearwall.ratelimit.backend import Acquired, BucketCheck, decide
 from clearwall.ratelimit.gcra import EPSILON
 from clearwall.ratelimit.memory import MemoryBackend
-from clearwall.ratelimit.redis_batch import ScriptBatcher
+from clearwall.ratelimit.redis_batch import ScriptBatcher, StoreFailure
 
 log = logging.getLogger(__name__)
 
@@ -120,18 +120,27 @@ class RedisBackend:
         self._probe_min, self._probe_max = probe_min, probe_max
         self._prefix = prefix
         self._client = client if client is not None else make_client(url, timeout, max_connections)
-        self._batcher = ScriptBatcher(self._client, SCRIPT, SCRIPT_SHA, timeout=timeout, max_batch=max_batch)
+        self._batcher = ScriptBatcher(
+            self._client, SCRIPT, SCRIPT_SHA, timeout=timeout, max_batch=max_batch, on_failure=self._mark_down
+        )
         self.fallback = fallback if fallback is not None else MemoryBackend()
         self.healthy = True
         self.backend_errors = 0
         self.fallback_decisions = 0
+        self.slow_calls = 0
         self._probe_task: asyncio.Task | None = None
 
     async def acquire(self, checks: Sequence[BucketCheck]) -> Acquired:
         if self.healthy:
             try:
                 now, tats = await asyncio.wait_for(self._round_trip(checks), self._timeout)
-            except Exception as exc:  # any failure to get an answer: outage policy, never pass-through
+            except StoreFailure:
+                pass  # the batcher has reported it: outage policy for this request
+            except TimeoutError:
+                # Queued behind a busy pipeline: this request alone gets the outage policy.
+                # A Redis that stopped answering is detected by the pipeline's own timeout.
+                self.slow_calls += 1
+            except Exception as exc:  # any other failure to get an answer: outage policy
                 self._mark_down(exc)
             else:
                 verdicts, _ = decide(checks, tats, now)

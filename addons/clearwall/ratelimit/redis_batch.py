@@ -11,19 +11,38 @@ EVALSHA in a pipeline is still atomic on its own, which is all the limiter needs
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+
+
+class StoreFailure(Exception):
+    """Redis failed a call; `on_failure` has already been told (raised to every caller affected)."""
 
 
 class ScriptBatcher:
-    """`await call(keys, args)` runs EVALSHA(sha, keys, args) and returns its reply."""
+    """`await call(keys, args)` runs EVALSHA(sha, keys, args) and returns its reply.
 
-    def __init__(self, client, script: str, sha: str, *, timeout: float, max_batch: int = 256) -> None:
+    Failures (connection, timeout of the pipeline, an error reply) are reported once per
+    pipeline to `on_failure` — even when the callers waiting for it have already given up — and
+    raised to the callers still waiting as `StoreFailure`.
+    """
+
+    def __init__(
+        self,
+        client,
+        script: str,
+        sha: str,
+        *,
+        timeout: float,
+        max_batch: int = 256,
+        on_failure: Callable[[BaseException], None] = lambda exc: None,
+    ) -> None:
         if isinstance(max_batch, bool) or not isinstance(max_batch, int) or max_batch < 1:
             raise ValueError(f"max_batch must be a whole number of at least 1, not {max_batch!r}")
         self._client = client
         self._script, self._sha = script, sha
         self._timeout = timeout
         self._max_batch = max_batch
+        self._on_failure = on_failure
         self._pending: list[tuple[Sequence[str], Sequence[str], asyncio.Future]] = []
         self._task: asyncio.Task | None = None
         self.pipelines = 0  # for benchmarks and tests: how many round trips carried the calls
@@ -61,17 +80,28 @@ class ScriptBatcher:
                     future.cancel()
                 raise
             except Exception as exc:  # the whole pipeline failed: every caller in it learns why
-                for _, _, future in live:
-                    if not future.done():
-                        future.set_exception(exc)
+                self._fail(live, exc)
                 continue
+            errors = [r for r in results if isinstance(r, Exception)]
+            if errors:
+                self._on_failure(errors[0])
             for (_, _, future), result in zip(live, results):
                 if future.done():
                     continue
                 if isinstance(result, Exception):
-                    future.set_exception(result)
+                    future.set_exception(StoreFailure(f"{type(result).__name__}: {result}"))
                 else:
                     future.set_result(result)
+
+    def _fail(self, live, exc: Exception) -> None:
+        self._on_failure(exc)
+        failure = StoreFailure(f"{type(exc).__name__}: {exc}")
+        # Calls queued meanwhile would wait on the same dead connection: fail them now too.
+        live = live + self._pending
+        self._pending = []
+        for _, _, future in live:
+            if not future.done():
+                future.set_exception(failure)
 
     async def _send(self, batch) -> list:
         from redis.exceptions import NoScriptError
