@@ -275,3 +275,24 @@ def test_make_backend_builds_the_named_store_and_checks_the_policy():
     assert redis_backend.name == "redis" and redis_backend.on_error == "deny"
     with pytest.raises(ValueError, match="rate_limit_on_backend_error"):
         make_backend("memory", on_error="ignore")
+
+
+def test_refusal_kind_and_message():
+    spec = LimitSpec("per-client", "client", 5, 60)
+    limiter, _ = make([spec])
+    decisions = [check(limiter, [spec]) for _ in range(6)]
+    assert decisions[0].kind is None
+    assert decisions[5].kind == "rate_limited"
+    assert decisions[5].message() == (
+        "Rate limit 'per-client' allows 5 requests per 60 s per client (burst 0); retry in 12 s."
+    )
+    failed = check(RateLimiter([spec], BrokenBackend()), [spec])
+    assert failed.kind == "inspection_error" and "could not be checked" in failed.message()
+
+
+def test_memory_stats():
+    spec = LimitSpec("l", "client", 1, 60)
+    limiter, _ = make([spec])
+    for c in ("a", "b"):
+        check(limiter, [spec], client=c)
+    assert limiter.backend.stats() == {"keys": 2, "evicted_idle": 0, "evicted_active": 0}

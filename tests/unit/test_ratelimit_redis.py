@@ -193,6 +193,7 @@ def test_outage_policy_then_recovery(redis_server, caplog, policy, allowed_while
     # One failed round trip opened the outage; the 52 requests after it never touched Redis.
     assert errors_during == 1 and backend.backend_errors == 1
     assert backend.fallback_decisions == 53
+    assert backend.stats()["healthy"] == 1 and backend.stats()["backend_errors"] == 1
     failures = [r for r in caplog.records if "failed" in r.message]
     assert len(failures) == 1 and policy in failures[0].message
     assert any("answers again" in r.message for r in caplog.records)
@@ -304,3 +305,26 @@ def test_max_batch_caps_calls_per_pipeline(redis_server, max_batch, fewest_pipel
     decisions, pipelines = asyncio.run(scenario())
     assert all(d.allowed and d.source == "redis" for d in decisions)
     assert pipelines >= fewest_pipelines
+
+
+@pytest.mark.parametrize("ci, outcome", [("1", pytest.fail.Exception), (None, pytest.skip.Exception)])
+def test_a_missing_redis_server_skips_locally_and_fails_under_ci(monkeypatch, ci, outcome):
+    from tests.support import redis_server as support
+
+    monkeypatch.setattr(support, "redis_binary", lambda: None)
+    if ci is None:
+        monkeypatch.delenv("CI", raising=False)
+    else:
+        monkeypatch.setenv("CI", ci)
+    with pytest.raises(outcome):
+        support.require_redis_server()
+
+
+def test_the_test_server_restarts_on_the_same_port(redis_server):
+    from tests.support.redis_server import ping
+
+    port = redis_server.port
+    redis_server.stop()
+    assert not redis_server.running and not ping(port)
+    redis_server.start()
+    assert redis_server.port == port and ping(port)

@@ -58,6 +58,10 @@ class Backend(Protocol):
         """Forget buckets whose spec is no longer in force (rule reload)."""
         ...
 
+    def stats(self) -> dict[str, int]:
+        """Counters for the admin endpoint's metrics."""
+        ...
+
     async def aclose(self) -> None: ...
 
 

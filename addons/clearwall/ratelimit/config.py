@@ -35,4 +35,8 @@ def make_backend(setting: object = "memory", *, on_error: object = "local", **op
     policy = parse_on_error(on_error)
     if setting == "memory":
         return MemoryBackend(**options)
+    try:
+        import redis.asyncio  # noqa: F401
+    except ImportError as exc:
+        raise ValueError(f"rate_limit_backend {setting!r} needs the 'redis' Python package ({exc})") from None
     return RedisBackend(setting, on_error=policy, **options)

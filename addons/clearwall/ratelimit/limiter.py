@@ -12,6 +12,7 @@ answers 502 `inspection_error`); it never lets the request through unrecorded.
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -54,6 +55,25 @@ class RateDecision:
     would_block: tuple[LimitSpec, ...] = ()
     error: str | None = None
     source: str = "none"
+
+    @property
+    def kind(self) -> str | None:
+        """SPEC §4 refusal kind: `rate_limited` (429), `inspection_error` (502), None if allowed."""
+        if self.allowed:
+            return None
+        return "rate_limited" if self.refused_by is not None else "inspection_error"
+
+    def message(self) -> str:
+        """One sentence for the refusal body and the log."""
+        if self.refused_by is not None:
+            s = self.refused_by
+            return (
+                f"Rate limit {s.name!r} allows {s.requests} requests per {s.per:g} s per {s.key}"
+                f" (burst {s.burst}); retry in {max(1, math.ceil(self.retry_after - 1e-6))} s."
+            )
+        if self.error is not None:
+            return f"The rate limit could not be checked ({self.error})."
+        return "Within rate limits."
 
     def headers(self) -> dict[str, str]:
         """`Retry-After` (refusals only), `RateLimit-Policy`, `RateLimit` of the enforced limits.

@@ -59,6 +59,10 @@ class MemoryBackend:
     def __len__(self) -> int:
         return self._count
 
+    def stats(self) -> dict[str, int]:
+        """Counters for metrics: keys held, idle keys forgotten, refilling keys dropped by the cap."""
+        return {"keys": self._count, "evicted_idle": self.evicted_idle, "evicted_active": self.evicted_active}
+
     def tat(self, key: str) -> float | None:
         """The stored TAT of a storage key (for tests and diagnostics)."""
         bucket_id = key.split(":", 1)[0]

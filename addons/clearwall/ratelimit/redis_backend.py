@@ -151,6 +151,16 @@ class RedisBackend:
         # Redis keys of removed specs are never read again and expire once their bucket is full.
         self.fallback.retain(bucket_ids)
 
+    def stats(self) -> dict[str, int]:
+        """Counters for metrics: `healthy` (1/0), failed Redis calls, decisions made without it."""
+        return {
+            "healthy": int(self.healthy),
+            "backend_errors": self.backend_errors,
+            "fallback_decisions": self.fallback_decisions,
+            "slow_calls": self.slow_calls,
+            "local_keys": len(self.fallback),
+        }
+
     async def ping(self) -> bool:
         """True when Redis answers within the timeout (for readiness reporting)."""
         try:
