@@ -1,0 +1,256 @@
+"""Derive a Hyperscan prefilter pattern from a `regex`-package pattern.
+
+The scanner maps every non-ASCII character of the text to the single byte 0x80 (so byte offsets
+equal character offsets) and runs Hyperscan over those bytes. For that to be a safe prefilter,
+the pattern given to Hyperscan must match wherever the original pattern can match: a superset.
+We therefore parse the pattern (with the stdlib's sre parser, whose syntax the shipped patterns
+share with `regex`) and re-emit it relaxed:
+
+- anchors, word boundaries and look-arounds are dropped (dropping a condition only widens);
+- every construct that can match some non-ASCII character also accepts 0x80;
+- case-insensitive letters are spelled out as classes, including 0x80 for i/k/s, which `regex`
+  folds from U+0130, U+212A and U+017F;
+- backreferences become "anything", atomic groups and possessive repeats become plain ones;
+- counted repeats longer than 64, and counted repeats of groups, become open-ended
+  (Hyperscan compiles and scans those far faster).
+
+Constructs we cannot relax faithfully (POSIX classes, fuzzy matching, `regex`-only syntax that
+the sre parser rejects) raise `Unrelaxable`: the scanner then runs that one filter with `regex`
+alone. The differential test keeps this honest.
+"""
+
+from __future__ import annotations
+
+import re
+import warnings
+from re import _constants as C  # noqa: N812 - sre opcodes
+from re import _parser as sre_parse
+
+import regex
+
+# Wider than any useful bounded match: treated as "unbounded" (no windowed confirmation).
+UNBOUNDED = 1 << 20
+
+# Counted repeats above this are widened to open-ended ones in the prefilter form.
+_MAX_COUNTED = 64
+OPEN_GROUP_REPEATS = True
+
+# ASCII letters that `regex` case-folds from some non-ASCII character (checked by a unit test).
+FOLDS_FROM_NON_ASCII = frozenset("iks")
+
+_ASCII = [chr(i) for i in range(128)]
+# The ASCII members of `regex`'s Unicode categories, so the Hyperscan classes agree byte for byte.
+_CATEGORY_ASCII = {
+    C.CATEGORY_DIGIT: frozenset(c for c in _ASCII if regex.match(r"\d", c)),
+    C.CATEGORY_SPACE: frozenset(c for c in _ASCII if regex.match(r"\s", c)),
+    C.CATEGORY_WORD: frozenset(c for c in _ASCII if regex.match(r"\w", c)),
+}
+_NEGATED = {
+    C.CATEGORY_NOT_DIGIT: C.CATEGORY_DIGIT,
+    C.CATEGORY_NOT_SPACE: C.CATEGORY_SPACE,
+    C.CATEGORY_NOT_WORD: C.CATEGORY_WORD,
+}
+# Syntax that sre would parse differently from `regex` (POSIX classes, fuzzy constraints).
+_SUSPECT = re.compile(r"\[:\^?[a-z]+:\]|\{[^}]*[a-z<]")
+
+
+class Unrelaxable(ValueError):
+    """The pattern cannot be turned into a Hyperscan prefilter; scan it with `regex` alone."""
+
+
+def _parse(pattern: str) -> sre_parse.SubPattern:
+    if _SUSPECT.search(pattern):
+        raise Unrelaxable("syntax the prefilter does not model")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return sre_parse.parse(pattern)
+    except (re.error, OverflowError, RecursionError, ValueError) as exc:
+        raise Unrelaxable(str(exc)) from None
+
+
+def width(pattern: str) -> tuple[int, int]:
+    """(min, max) characters a match consumes; max is UNBOUNDED when not bounded."""
+    lo, hi = _parse(pattern).getwidth()
+    return lo, (hi if hi < UNBOUNDED else UNBOUNDED)
+
+
+def _byte(c: str) -> str:
+    return f"\\x{ord(c):02x}"
+
+
+def _case_variants(chars: set[str]) -> set[str]:
+    out = set(chars)
+    for c in chars:
+        if c.isalpha():
+            out.add(c.lower())
+            out.add(c.upper())
+    return out
+
+
+def _class(ascii_chars: set[str], non_ascii: bool) -> str:
+    body = "".join(_byte(c) for c in sorted(ascii_chars)) + ("\\x80" if non_ascii else "")
+    if not body:
+        raise Unrelaxable("empty character class")
+    return f"[{body}]"
+
+
+def _literal_set(code: int, icase: bool) -> tuple[set[str], bool]:
+    if code >= 128:
+        return set(), True
+    chars = {chr(code)}
+    if icase:
+        chars = _case_variants(chars)
+    return chars, icase and chr(code).lower() in FOLDS_FROM_NON_ASCII
+
+
+def _in_items(items: list, icase: bool) -> str:
+    chars: set[str] = set()
+    non_ascii = False
+    negate = False
+    for op, av in items:
+        if op is C.NEGATE:
+            negate = True
+        elif op is C.LITERAL:
+            c, n = _literal_set(av, icase)
+            chars |= c
+            non_ascii |= n
+        elif op is C.RANGE:
+            lo, hi = av
+            non_ascii |= hi >= 128
+            rng = {chr(i) for i in range(lo, min(hi, 127) + 1)}
+            if icase:
+                rng = _case_variants(rng)
+                non_ascii |= any(c.lower() in FOLDS_FROM_NON_ASCII for c in rng)
+            chars |= rng
+        elif op is C.CATEGORY:
+            if av in _CATEGORY_ASCII:
+                chars |= _CATEGORY_ASCII[av]
+                non_ascii = True
+            elif av in _NEGATED:
+                chars |= set(_ASCII) - _CATEGORY_ASCII[_NEGATED[av]]
+                non_ascii = True
+            else:
+                raise Unrelaxable(f"category {av}")
+        else:
+            raise Unrelaxable(f"class item {op}")
+    if negate:
+        # 0x80 stands for every non-ASCII character, some of which the class does not list.
+        return _class(set(_ASCII) - chars, True) if set(_ASCII) - chars else "\\x80"
+    return _class(chars, non_ascii)
+
+
+def _emit(items, flags: int) -> str:  # noqa: C901 - one branch per sre opcode
+    icase = bool(flags & re.IGNORECASE)
+    out: list[str] = []
+    for op, av in items:
+        if op is C.LITERAL:
+            chars, non_ascii = _literal_set(av, icase)
+            out.append(_class(chars, non_ascii) if (len(chars) != 1 or non_ascii) else _byte(next(iter(chars))))
+        elif op is C.NOT_LITERAL:
+            out.append(_in_items([(C.NEGATE, None), (C.LITERAL, av)], icase))
+        elif op is C.ANY:
+            out.append("[\\x00-\\xff]" if flags & re.DOTALL else "[^\\n]")
+        elif op is C.IN:
+            out.append(_in_items(av, icase))
+        elif op is C.BRANCH:
+            out.append("(?:" + "|".join(_emit(b, flags) for b in av[1]) + ")")
+        elif op is C.SUBPATTERN:
+            _group, add, drop, sub = av
+            out.append("(?:" + _emit(sub, (flags | add) & ~drop) + ")")
+        elif op is C.ATOMIC_GROUP:
+            out.append("(?:" + _emit(av, flags) + ")")
+        elif op in (C.MAX_REPEAT, C.MIN_REPEAT, C.POSSESSIVE_REPEAT):
+            lo, hi, sub = av
+            inner = _emit(sub, flags)
+            # Long counted repeats make Hyperscan compile slowly; {lo,hi} -> {min(lo,64),} widens.
+            # Counted repeats of groups ({2,7}) are also slow to scan: make them open-ended too.
+            grouped = not (len(sub) == 1 and sub[0][0] in _SINGLE)
+            if hi >= C.MAXREPEAT or hi > _MAX_COUNTED or (grouped and OPEN_GROUP_REPEATS and hi > max(lo, 1)):
+                quant = f"{{{min(lo, _MAX_COUNTED)},}}"
+            else:
+                quant = f"{{{lo},{hi}}}"
+            out.append(f"(?:{inner}){quant}" if inner else "")
+        elif op in (C.AT, C.ASSERT, C.ASSERT_NOT):
+            continue  # dropping a condition only widens the match set
+        elif op is C.GROUPREF:
+            out.append("[\\x00-\\xff]*")
+        elif op is C.GROUPREF_EXISTS:
+            _group, yes, no = av
+            alts = [_emit(yes, flags), _emit(no, flags) if no is not None else ""]
+            out.append("(?:" + "|".join(alts) + ")")
+        else:
+            raise Unrelaxable(f"opcode {op}")
+    return "".join(out)
+
+
+_REPEATS = (C.MAX_REPEAT, C.MIN_REPEAT, C.POSSESSIVE_REPEAT)
+_SINGLE = (C.IN, C.ANY, C.LITERAL, C.NOT_LITERAL)
+
+
+def _trim_leading_runs(items: list) -> list:
+    """Drop leading character-class runs (`[0-9]{8,10}` before `:AA`).
+
+    Any match of the whole pattern ending at offset q leaves a match of its suffix ending at q,
+    so the suffix is still a superset for the end offsets the scanner uses. Hyperscan is much
+    faster when a pattern starts with a literal instead of a class run.
+    """
+    i = 0
+    while i < len(items) - 1:
+        op, av = items[i]
+        if op in (C.AT, C.ASSERT, C.ASSERT_NOT):
+            i += 1
+        elif op in _REPEATS and av[1] >= 2 and len(av[2]) == 1 and av[2][0][0] in _SINGLE:
+            i += 1
+        else:
+            break
+    return items[i:]
+
+
+def hyperscan_pattern(pattern: str) -> bytes:
+    """The relaxed, pure-ASCII Hyperscan expression for `pattern` (raises Unrelaxable)."""
+    parsed = _parse(pattern)
+    text = _emit(_trim_leading_runs(list(parsed.data)), parsed.state.flags)
+    if not text:
+        raise Unrelaxable("matches the empty string")
+    return text.encode("ascii")
+
+
+# UTF-8 lead bytes become 0x80 and continuation bytes vanish: one byte per character, at
+# bytes.translate speed (the codec error-handler route is ~20x slower on scattered accents).
+_X80_TABLE = bytes(range(128)) + b"\x80" * 128
+_UTF8_CONTINUATION = bytes(range(0x80, 0xC0))
+
+
+def prefilter_bytes(text: str) -> bytes:
+    """`text` with each non-ASCII character replaced by 0x80: one byte per character."""
+    if text.isascii():
+        return text.encode("ascii")
+    # surrogatepass: lone surrogates (from JSON \ud800 escapes) are characters too.
+    return text.encode("utf-8", "surrogatepass").translate(_X80_TABLE, _UTF8_CONTINUATION)
+
+
+def _lookaround_width(items) -> int:
+    """Widest look-around anywhere in the pattern (how far a match may peek past its end)."""
+    widest = 0
+    for op, av in items:
+        if op in (C.ASSERT, C.ASSERT_NOT):
+            widest = max(widest, av[1].getwidth()[1], _lookaround_width(av[1].data))
+        elif op is C.BRANCH:
+            widest = max([widest, *(_lookaround_width(b.data) for b in av[1])])
+        elif op is C.SUBPATTERN:
+            widest = max(widest, _lookaround_width(av[3].data))
+        elif op is C.ATOMIC_GROUP:
+            widest = max(widest, _lookaround_width(av.data))
+        elif op in (C.MAX_REPEAT, C.MIN_REPEAT, C.POSSESSIVE_REPEAT):
+            widest = max(widest, _lookaround_width(av[2].data))
+        elif op is C.GROUPREF_EXISTS:
+            widest = max(widest, _lookaround_width(av[1].data), _lookaround_width(av[2].data) if av[2] else 0)
+        elif op is C.GROUPREF:
+            return UNBOUNDED
+    return min(widest, UNBOUNDED)
+
+
+def context_width(pattern: str) -> int:
+    """Characters past a match's end that deciding it may read (look-aheads, `\\b`, `$`)."""
+    return _lookaround_width(_parse(pattern).data) + 2

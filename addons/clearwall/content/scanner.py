@@ -1,0 +1,273 @@
+"""Multi-pattern scanning with `regex` semantics and an optional Hyperscan prefilter.
+
+The reference behaviour (engine="regex") is: for each applicable filter, every non-overlapping
+match of its own compiled `regex` pattern, in filter order, kept when its validator agrees.
+The fast engine returns exactly the same list:
+
+1. One Hyperscan database per target (prefilter mode, relaxed patterns, see relax.py) reports
+   the end offsets where each filter may match. Clean traffic stops here, with no callback.
+2. For each filter with a bounded width, `regex` confirms inside windows around those ends,
+   continuing the reference iteration across windows so the non-overlapping semantics are
+   unchanged. Filters with an unbounded width, more than `max_hits` possible ends, or no
+   Hyperscan form are confirmed by a whole-text scan.
+
+Every `regex` call gets the time left of the per-scan budget; running out raises ScanTimeout.
+Hyperscan objects are shared; scratch space is per thread, so one Scanner serves many threads.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Iterable
+
+import regex
+
+from . import relax
+from .errors import ContentError, PatternError, ScanTimeout
+from .spec import FilterSpec, Match
+from .validators import Validator, parse_validator
+
+log = logging.getLogger(__name__)
+
+try:  # Hyperscan is an accelerator only; without it every filter runs on `regex`.
+    import hyperscan as _hs
+except ImportError:  # pragma: no cover - exercised where the wheel is missing
+    _hs = None
+
+ENGINES = ("auto", "hyperscan", "regex")
+
+
+class _Filter:
+    """A compiled filter: the `regex` pattern and what the prefilter knows about it."""
+
+    __slots__ = ("index", "spec", "pattern", "group", "validator", "width", "context", "hs_expr")
+
+    def __init__(self, index: int, spec: FilterSpec, want_hs: bool) -> None:
+        self.index, self.spec = index, spec
+        try:
+            self.pattern = regex.compile(spec.pattern)
+        except (regex.error, ValueError, OverflowError) as exc:
+            raise PatternError(f"filter {spec.name!r}: pattern does not compile: {exc}") from None
+        self.group = "secret" if "secret" in self.pattern.groupindex else 0
+        try:
+            self.validator: Validator | None = parse_validator(spec.validate) if spec.validate else None
+        except ValueError as exc:
+            raise PatternError(f"filter {spec.name!r}: {exc}") from None
+        try:
+            lo, hi = relax.width(spec.pattern)
+            self.context = relax.context_width(spec.pattern)
+        except relax.Unrelaxable:
+            lo, hi, self.context = 0, relax.UNBOUNDED, relax.UNBOUNDED
+        # Empty matches make finditer's stepping rules matter: always confirm on the whole text.
+        self.width = hi if lo > 0 and self.context < relax.UNBOUNDED else relax.UNBOUNDED
+        self.hs_expr: bytes | None = None
+        if want_hs and lo > 0:
+            try:
+                self.hs_expr = relax.hyperscan_pattern(spec.pattern)
+            except relax.Unrelaxable as exc:
+                log.debug("filter %s has no prefilter form: %s", spec.name, exc)
+
+    def applies(self, base_target: str) -> bool:
+        return base_target in self.spec.where
+
+    def emit(self, m: regex.Match, text: str, target: str) -> Match | None:
+        start, end = m.span(self.group)
+        if start < 0:  # `secret` did not take part: the whole match is the finding
+            start, end = m.span()
+        if self.validator is not None and not self.validator(text[start:end]):
+            return None
+        return Match(self.spec.name, self.spec.action, target, start, end, self.spec.mode)
+
+
+def _remaining(deadline: float) -> float:
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise ScanTimeout("content scan exceeded its time limit")
+    return left
+
+
+def _finditer(f: _Filter, text: str, pos: int, endpos: int, deadline: float):
+    try:
+        yield from f.pattern.finditer(text, pos, endpos, timeout=_remaining(deadline))
+    except TimeoutError:
+        raise ScanTimeout(f"content scan exceeded its time limit in filter {f.spec.name!r}") from None
+
+
+class _Prefilter:
+    """One Hyperscan database per distinct set of filters a target uses (shared, read-only)."""
+
+    def __init__(self, filters: list[_Filter], targets: Iterable[str]) -> None:
+        self._local = threading.local()
+        self._dbs: dict[frozenset[int], object] = {}
+        self.by_target: dict[str, frozenset[int]] = {}
+        for target in sorted(targets):
+            ids = frozenset(f.index for f in filters if f.hs_expr and f.applies(target))
+            self.by_target[target] = ids
+            if ids and ids not in self._dbs:
+                self._dbs[ids] = self._compile([f for f in filters if f.index in ids])
+
+    @staticmethod
+    def _compile(filters: list[_Filter]):
+        db = _hs.Database()
+        db.compile(
+            expressions=[f.hs_expr for f in filters],
+            ids=[f.index for f in filters],
+            elements=len(filters),
+            flags=[_hs.HS_FLAG_PREFILTER] * len(filters),
+        )
+        return db
+
+    def _scratch(self, db) -> object:
+        cache = getattr(self._local, "scratch", None)
+        if cache is None:
+            cache = self._local.scratch = {}
+        scratch = cache.get(id(db))
+        if scratch is None:
+            scratch = cache[id(db)] = _hs.Scratch(db)
+        return scratch
+
+    def ends(self, target: str, data: bytes, limit: int, deadline: float) -> dict[int, list[int] | None]:
+        """Possible match end offsets per filter; None for a filter with more than `limit`."""
+        ids = self.by_target.get(target)
+        if not ids:
+            return {}
+        db = self._dbs[ids]
+        found: dict[int, list[int] | None] = {}
+        calls = 0
+
+        def on_match(index, _from, to, _flags, _ctx):
+            nonlocal calls
+            ends = found.get(index, ())
+            if ends is None:
+                pass
+            elif len(ends) >= limit:
+                found[index] = None  # confirm this filter on the whole text instead
+            elif ends:
+                ends.append(to)
+            else:
+                found[index] = [to]
+            calls += 1
+            # Hyperscan is linear, but a hostile body can make it call back per byte.
+            return not calls & 0x3FF and time.monotonic() > deadline
+
+        db.scan(data, match_event_handler=on_match, scratch=self._scratch(db))
+        _remaining(deadline)
+        return found
+
+
+class Scanner:
+    """Scans text for a fixed list of filters. Immutable after construction; thread-safe."""
+
+    def __init__(
+        self,
+        specs: Iterable[FilterSpec],
+        *,
+        timeout: float = 0.1,
+        engine: str = "auto",
+        overlap: int = 4096,
+        max_hits: int = 4096,
+    ) -> None:
+        if engine not in ENGINES:
+            raise ValueError(f"engine must be one of {', '.join(ENGINES)}, not {engine!r}")
+        if engine == "hyperscan" and _hs is None:
+            raise ContentError("engine 'hyperscan' was asked for but the hyperscan package is not installed")
+        if timeout <= 0 or overlap < 64 or max_hits < 1:
+            raise ValueError("timeout must be > 0, overlap >= 64 and max_hits >= 1")
+        self.timeout, self.overlap, self.max_hits = timeout, overlap, max_hits
+        want_hs = engine != "regex" and _hs is not None
+        self.filters = [_Filter(i, s, want_hs) for i, s in enumerate(specs)]
+        names = [f.spec.name for f in self.filters]
+        if len(set(names)) != len(names):
+            raise PatternError("filter names must be unique")
+        self._prefilter: _Prefilter | None = None
+        if want_hs:
+            targets = {t for f in self.filters for t in f.spec.where}
+            try:
+                self._prefilter = _Prefilter(self.filters, targets)
+            except _hs.error as exc:  # a pattern set Hyperscan rejects as a whole
+                log.warning("hyperscan prefilter unavailable, using regex only: %s", exc)
+        self.engine = "hyperscan" if self._prefilter else "regex"
+
+    @property
+    def engine_description(self) -> str:
+        if self._prefilter is None:
+            why = "hyperscan not installed" if _hs is None else "as configured"
+            return f"regex ({why}) for {len(self.filters)} filters"
+        slow = [f.spec.name for f in self.filters if not f.hs_expr]
+        tail = f"; regex alone for: {', '.join(slow)}" if slow else ""
+        return f"hyperscan prefilter + regex for {len(self.filters) - len(slow)} of {len(self.filters)} filters{tail}"
+
+    def scan(self, text: str, target: str, *, deadline: float | None = None) -> list[Match]:
+        """All matches of the filters that apply to `target` (`base|variant` uses `base`)."""
+        if deadline is None:
+            deadline = time.monotonic() + self.timeout
+        base = target.split("|", 1)[0]
+        applicable = [f for f in self.filters if f.applies(base)]
+        if not applicable:
+            return []
+        if self._prefilter is None:
+            return self._confirm_all(applicable, text, target, deadline)
+        data = relax.prefilter_bytes(text)
+        _remaining(deadline)
+        try:
+            hits = self._prefilter.ends(base, data, self.max_hits, deadline)
+        except _hs.error as exc:  # fail closed: the reference engine gives the same answer
+            _remaining(deadline)  # a scan we stopped for time is a timeout, not an engine fault
+            log.warning("hyperscan scan failed, confirming with regex: %s", exc)
+            return self._confirm_all(applicable, text, target, deadline)
+        out: list[Match] = []
+        for f in applicable:
+            if f.hs_expr is None:
+                out.extend(self._confirm(f, text, target, deadline))
+            elif f.index in hits:
+                ends = hits[f.index] if f.width < relax.UNBOUNDED else None
+                out.extend(self._confirm(f, text, target, deadline, ends))
+        return out
+
+    def _confirm_all(self, filters: list[_Filter], text: str, target: str, deadline: float) -> list[Match]:
+        out: list[Match] = []
+        for f in filters:
+            out.extend(self._confirm(f, text, target, deadline))
+        return out
+
+    @staticmethod
+    def _confirm(f: _Filter, text: str, target: str, deadline: float, ends: list[int] | None = None) -> list[Match]:
+        out: list[Match] = []
+        if ends is None:
+            for m in _finditer(f, text, 0, len(text), deadline):
+                if (hit := f.emit(m, text, target)) is not None:
+                    out.append(hit)
+            return out
+        margin = f.width + f.context
+        last_end = 0
+        for lo, hi in _windows(ends, f.width, margin):
+            pos = max(lo, last_end)
+            if pos > hi:
+                continue
+            # Past hi + width + context nothing can change a match that starts by hi.
+            for m in _finditer(f, text, pos, min(len(text), hi + margin), deadline):
+                if m.start() > hi:
+                    break
+                last_end = m.end()
+                if (hit := f.emit(m, text, target)) is not None:
+                    out.append(hit)
+        return out
+
+    def stream(self, target: str, *, overlap: int | None = None) -> "StreamScan":
+        from .stream import StreamScan
+
+        return StreamScan(self, target, overlap=overlap or self.overlap)
+
+
+def _windows(ends: list[int], width: int, margin: int) -> list[tuple[int, int]]:
+    """Merged [start, end] ranges where a match ending at one of `ends` can start."""
+    out: list[tuple[int, int]] = []
+    for end in sorted(set(ends)):
+        lo = max(0, end - width)
+        if out and lo <= out[-1][1] + margin:
+            out[-1] = (out[-1][0], end)
+        else:
+            out.append((lo, end))
+    return out
