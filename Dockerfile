@@ -44,8 +44,11 @@ RUN groupadd --system --gid "${UID}" clearwall \
     && install -d -o clearwall -g clearwall -m 0755 /var/lib/clearwall/public \
     && install -d -m 0755 /etc/clearwall/rules /usr/local/share/clearwall
 COPY --from=build /opt/clearwall /opt/clearwall
-# Shipped default rules (deny by default); mount your own over /etc/clearwall/rules.
+# Shipped default rules (deny by default); mount your own over /etc/clearwall/rules. The
+# reference copy keeps the pattern libraries reachable from mounted rules:
+#   filters: [{include: /usr/local/share/clearwall/rules/patterns/secrets.yaml}]
 COPY rules/ /etc/clearwall/rules/
+COPY rules/ /usr/local/share/clearwall/rules/
 # For MCP server images: COPY --from=clearwall /usr/local/share/clearwall/install-ca.sh ...
 COPY ca/install-ca.sh /usr/local/share/clearwall/install-ca.sh
 USER ${UID}:${UID}
