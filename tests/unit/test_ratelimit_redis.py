@@ -328,3 +328,51 @@ def test_the_test_server_restarts_on_the_same_port(redis_server):
     assert not redis_server.running and not ping(port)
     redis_server.start()
     assert redis_server.port == port and ping(port)
+
+
+def test_redis_and_memory_decide_alike(redis_server):
+    """The Lua script mirrors the Python rules: same random traffic, same answers, both stores."""
+    import random
+
+    from clearwall.ratelimit import MemoryBackend
+
+    day = 86_400  # no token refills during the test, so wall-clock time cannot matter
+    specs = [
+        LimitSpec("per-client", "client", 4, day, burst=1),
+        LimitSpec("per-destination", "destination", 6, day),
+        LimitSpec("per-pair", "client+destination", 2, day, burst=1),
+        LimitSpec("per-ip", "source_ip", 5, day),
+        LimitSpec("rollout", "client", 2, day, mode="report"),
+    ]
+    rng = random.Random(20261122)
+    traffic = [
+        (
+            rng.sample(specs, rng.randint(1, len(specs))),
+            rng.choice(["a", "b", "c"]),
+            rng.choice(["d1", "d2"]),
+            rng.choice(["10.0.0.1", "10.0.0.2", "::1"]),
+        )
+        for _ in range(300)
+    ]
+
+    def summary(d):
+        return (d.allowed, d.refused_by and d.refused_by.name, tuple(s.name for s in d.would_block),
+                tuple((s.spec.name, s.allowed, s.remaining) for s in d.states))
+
+    async def scenario():
+        in_redis = limiter_for(redis_server.url, specs, timeout=5.0)
+        in_memory = RateLimiter(specs, MemoryBackend(clock=lambda: 0.0))
+        try:
+            out = []
+            for matching, client, dest, ip in traffic:
+                r = await ask(in_redis, matching, client, dest, ip)
+                m = await ask(in_memory, matching, client, dest, ip)
+                assert r.source == "redis"
+                out.append((summary(r), summary(m)))
+            return out
+        finally:
+            await in_redis.backend.aclose()
+
+    pairs = asyncio.run(scenario())
+    assert [r for r, _ in pairs] == [m for _, m in pairs]
+    assert 30 < sum(r[0] for r, _ in pairs) < 270  # the traffic exercised both outcomes
