@@ -78,7 +78,7 @@ def _validate(doc: Located, cls: type[BaseModel], data: Any, prefix: tuple = ())
         return None
 
 
-def _load_library(path: Path, errors: list[RuleError], environ: dict[str, str]) -> list[tuple[model.Filter, str, int]]:
+def _load_library(path: Path, errors: list[RuleError], environ: dict[str, str]) -> list[tuple[model.Filter, str, tuple[int, int]]]:
     doc = load_yaml(path, environ=environ)
     errors.extend(doc.errors)
     if doc.data is None or doc.errors:
@@ -87,7 +87,7 @@ def _load_library(path: Path, errors: list[RuleError], environ: dict[str, str]) 
     errors.extend(doc.errors)
     if lib is None:
         return []
-    return [(f, doc.file, doc.where(("filters", i))[0]) for i, f in enumerate(lib.filters)]
+    return [(f, doc.file, doc.where(("filters", i))) for i, f in enumerate(lib.filters)]
 
 
 def _load_file(path: Path, errors: list[RuleError], environ: dict[str, str]) -> tuple[Located, dict | None]:
@@ -102,7 +102,7 @@ def _load_file(path: Path, errors: list[RuleError], environ: dict[str, str]) -> 
     data = dict(doc.data)
     raw_filters = data.pop("filters", []) or []
     parsed = _validate(doc, model.RuleFile, data)
-    filters: list[tuple[model.Filter, str, int]] = []
+    filters: list[tuple[model.Filter, str, tuple[int, int]]] = []
     if not isinstance(raw_filters, list):
         doc.errors.append(doc.error(("filters",), "filters must be a list"))
         raw_filters = []
@@ -119,14 +119,14 @@ def _load_file(path: Path, errors: list[RuleError], environ: dict[str, str]) -> 
                 continue
             filters.extend(_load_library(lib, errors, environ))
         else:
-            filters.append((f, doc.file, doc.where(("filters", i))[0]))
+            filters.append((f, doc.file, doc.where(("filters", i))))
     errors.extend(doc.errors)
     if parsed is None or doc.errors:
         return doc, None
     parts: dict[str, list] = {s: [] for s in _SECTIONS}
     for section in ("clients", "destinations", "deny", "rate_limits"):
         for i, entry in enumerate(getattr(parsed, section)):
-            parts[section].append((entry, doc.file, doc.where((section, i))[0]))
+            parts[section].append((entry, doc.file, doc.where((section, i))))
     parts["filters"] = filters
     parts["settings"] = parsed.settings
     return doc, parts
@@ -165,9 +165,9 @@ def load_rules(path: str | os.PathLike, *, environ: dict[str, str] | None = None
             merged[s].extend(parts[s])
     seen: dict[str, str] = {}
     for s in _SECTIONS:
-        for entry, file, line in merged[s]:
+        for entry, file, (line, col) in merged[s]:
             if entry.name in seen:
-                errors.append(RuleError(file, line, 1, f"rule name {entry.name!r} is already used at {seen[entry.name]}: names must be unique"))
+                errors.append(RuleError(file, line, col, f"rule name {entry.name!r} is already used at {seen[entry.name]}: names must be unique"))
             else:
                 seen[entry.name] = f"{file}:{line}"
     if not errors:
@@ -177,7 +177,7 @@ def load_rules(path: str | os.PathLike, *, environ: dict[str, str] | None = None
     return compile_ruleset(
         settings or model.Settings(),
         {s: [e for e, _, _ in merged[s]] for s in _SECTIONS},
-        sources={e.name: f"{file}:{line}" for s in _SECTIONS for e, file, line in merged[s]},
+        sources={e.name: f"{file}:{line}" for s in _SECTIONS for e, file, (line, _) in merged[s]},
         files=list(docs),
         environ=environ,
     )
@@ -187,29 +187,29 @@ def _check_references(merged: dict[str, list], environ: dict[str, str]) -> list[
     errors: list[RuleError] = []
     clients = {c.name for c, _, _ in merged["clients"]}
     destinations = {d.name for d, _, _ in merged["destinations"]}
-    for c, file, line in merged["clients"]:
+    for c, file, (line, col) in merged["clients"]:
         m = c.match
         if (m.proxy_user is None) != (m.token_env is None):
-            errors.append(RuleError(file, line, 1, f"client {c.name!r}: proxy_user and token_env go together"))
+            errors.append(RuleError(file, line, col, f"client {c.name!r}: proxy_user and token_env go together"))
         if m.proxy_user is None and m.source is None:
-            errors.append(RuleError(file, line, 1, f"client {c.name!r}: match needs proxy_user/token_env or source"))
+            errors.append(RuleError(file, line, col, f"client {c.name!r}: match needs proxy_user/token_env or source"))
         if m.token_env is not None and not environ.get(m.token_env):
-            errors.append(RuleError(file, line, 1, f"client {c.name!r}: environment variable {m.token_env} (token_env) is not set or empty"))
-    for d, file, line in merged["destinations"]:
+            errors.append(RuleError(file, line, col, f"client {c.name!r}: environment variable {m.token_env} (token_env) is not set or empty"))
+    for d, file, (line, col) in merged["destinations"]:
         for name in d.clients or []:
             if name not in clients:
-                errors.append(RuleError(file, line, 1, f"destination {d.name!r} names unknown client {name!r}"))
+                errors.append(RuleError(file, line, col, f"destination {d.name!r} names unknown client {name!r}"))
         if d.tls == "passthrough":
             extra = [k for k in ("methods", "paths", "content_types", "inject_headers", "mcp", "strip_headers")
                      if getattr(d, k)]
             if extra:
-                errors.append(RuleError(file, line, 1, f"destination {d.name!r} is tls: passthrough (not decrypted), "
+                errors.append(RuleError(file, line, col, f"destination {d.name!r} is tls: passthrough (not decrypted), "
                                                        f"so {', '.join(extra)} cannot be enforced: remove them"))
-    for r, file, line in merged["rate_limits"]:
+    for r, file, (line, col) in merged["rate_limits"]:
         for name in r.clients or []:
             if name not in clients:
-                errors.append(RuleError(file, line, 1, f"rate limit {r.name!r} names unknown client {name!r}"))
+                errors.append(RuleError(file, line, col, f"rate limit {r.name!r} names unknown client {name!r}"))
         for name in r.destinations or []:
             if name not in destinations:
-                errors.append(RuleError(file, line, 1, f"rate limit {r.name!r} names unknown destination {name!r}"))
+                errors.append(RuleError(file, line, col, f"rate limit {r.name!r} names unknown destination {name!r}"))
     return errors
