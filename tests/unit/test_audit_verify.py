@@ -197,3 +197,21 @@ def test_a_sealed_record_checks_after_a_round_trip(record):
     prev, got, ok = check(orjson.loads(line))
     assert (prev, got, ok) == (GENESIS, digest, True)
     assert "log" not in record  # the caller's dict is not modified
+
+
+@pytest.mark.parametrize(
+    "record",
+    [
+        {"event": {"id": "plain"}},
+        {"event": {"id": "with other log fields"}, "log": {"level": "info"}},
+        {"event": {"id": "stale hash"}, "log": {"hash": "f" * 64}},
+        {"event": {"id": "nested log key"}, "extra": {"log": {"prev_hash": GENESIS}}},
+    ],
+    ids=lambda r: r["event"]["id"],
+)
+def test_a_sealed_line_is_the_plain_encoding_with_log_last(record):
+    line, digest = seal(record, GENESIS)
+    parsed = orjson.loads(line)
+    assert line == orjson.dumps(parsed) + b"\n"
+    assert list(parsed)[-1] == "log" and list(parsed["log"])[-2:] == ["prev_hash", "hash"]
+    assert check(parsed) == (GENESIS, digest, True)

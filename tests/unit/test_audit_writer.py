@@ -52,6 +52,9 @@ class FlakySink(FileSink):
             raise OSError(errno.ENOSPC, "No space left on device")
         return super().write(data)
 
+    def writev(self, buffers):
+        return self.write(b"".join(bytes(b) for b in buffers))
+
 
 class GatedSink(FileSink):
     """A real file whose writes wait until `gate` opens (a slow disk)."""
@@ -61,6 +64,10 @@ class GatedSink(FileSink):
     def write(self, data):
         self.gate.wait(10)
         return super().write(data)
+
+    def writev(self, buffers):
+        self.gate.wait(10)
+        return super().writev(buffers)
 
 
 @pytest.fixture
@@ -294,6 +301,8 @@ def test_unusable_log_dir_is_one_clear_error(tmp_path):
         ({"max_queue": 0}, "max_queue"),
         ({"rotate_bytes": 0}, "rotate_bytes"),
         ({"retention_seconds": 0}, "retention_seconds"),
+        ({"batch_max": 0}, "batch_max"),
+        ({"batch_max": 1025}, "batch_max"),
     ],
 )
 def test_bad_settings_are_refused(tmp_path, kw, message):

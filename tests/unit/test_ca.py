@@ -516,3 +516,40 @@ def test_cli_rejects_bad_days_as_a_usage_error(cli, tmp_path, capsys, days):
     assert e.value.code == 2
     assert "--days" in capsys.readouterr().err
     assert not (tmp_path / ca.KEY_CERT_FILE).exists()
+
+
+def test_init_leaves_no_file_but_the_ca_files(tmp_path):
+    ca.init_ca(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(ca.CA_FILES)
+
+
+def test_concurrent_ensure_creates_exactly_one_ca(tmp_path):
+    """Replicas sharing a volume: the directory lock lets one create, the rest reuse it."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        results = list(pool.map(lambda _: ca.ensure_ca(tmp_path / "ca"), range(8)))
+    assert sum(created for _, created in results) == 1
+    assert len({info.fingerprint_sha256 for info, _ in results}) == 1
+    assert ca.check_ca(tmp_path / "ca") is ca.CAState.READY
+
+
+def test_concurrent_processes_create_exactly_one_ca(tmp_path):
+    """Like two replicas starting on one shared volume: separate processes, one CA."""
+    import subprocess
+
+    code = ("import sys; from pathlib import Path; from clearwall import ca; "
+            "info, created = ca.ensure_ca(Path(sys.argv[1])); print(int(created), info.fingerprint_sha256)")
+    procs = [subprocess.Popen([sys.executable, "-c", code, str(tmp_path / "ca")],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(4)]
+    outs = [p.communicate(timeout=60) for p in procs]
+    assert all(p.returncode == 0 for p in procs), [e for _, e in outs]
+    lines = [o.split() for o, _ in outs]
+    assert sum(int(created) for created, _ in lines) == 1
+    assert len({fp for _, fp in lines}) == 1
+
+
+def test_ensure_passes_name_days_and_key_to_a_new_ca(tmp_path):
+    info, created = ca.ensure_ca(tmp_path, name="Replica CA", days=7, key="rsa", clock=fixed(NOW))
+    assert created and "CN=Replica CA" in info.subject and info.key_type == "RSA 3072"
+    assert info.not_after == NOW + dt.timedelta(days=7)

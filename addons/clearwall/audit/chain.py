@@ -1,9 +1,11 @@
 """The hash chain that makes edits, deletions and reordering of log records detectable.
 
 Each record carries `log.prev_hash` (the previous record's hash; 64 zeros for the first record
-ever) and `log.hash` = sha256(prev_hash as ASCII + canonical bytes of the record without
-`log.hash`). Canonical bytes are orjson's compact encoding with sorted keys; records are also
-written in that form, so `clearwall logs verify` recomputes the hash from the parsed line.
+ever) and `log.hash` = sha256(prev_hash as ASCII + the record's line without `log.hash`).
+Lines are compact JSON (orjson) with `log` as the last key and `hash` as the last key inside
+it, so the unsealed bytes are the sealed line with `,"hash":"…"` cut out: the writer encodes
+each record once, and `clearwall logs verify` re-encodes the parsed line (key order is kept)
+to recompute the hash.
 """
 
 from __future__ import annotations
@@ -14,31 +16,27 @@ import orjson
 
 GENESIS = "0" * 64
 
-_OPTS = orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS
+_OPTS = orjson.OPT_NON_STR_KEYS
 
 
-def canonical(record: dict) -> bytes:
-    """Canonical encoding of a record: compact JSON, keys sorted, UTF-8."""
+def encode(record: dict) -> bytes:
+    """Compact JSON of a record, keys in insertion order, UTF-8."""
     return orjson.dumps(record, option=_OPTS)
-
-
-def record_hash(prev_hash: str, record_without_hash: dict) -> str:
-    return hashlib.sha256(prev_hash.encode("ascii") + canonical(record_without_hash)).hexdigest()
 
 
 def seal(record: dict, prev_hash: str) -> tuple[bytes, str]:
     """The line (with newline) to write for record, chained to prev_hash, and its hash.
 
-    record is not modified: the log object is replaced in a shallow copy, keeping any other
-    `log.*` fields the caller set.
+    record is not modified: `log` is moved last in a shallow copy, keeping other `log.*` fields.
     """
-    log = dict(record.get("log") or {}) if isinstance(record.get("log"), dict) else {}
-    log.pop("hash", None)
+    log = {k: v for k, v in record["log"].items() if k not in ("hash", "prev_hash")} if isinstance(record.get("log"), dict) else {}
     log["prev_hash"] = prev_hash
-    sealed = {**record, "log": log}
-    digest = hashlib.sha256(prev_hash.encode("ascii") + canonical(sealed)).hexdigest()
-    log["hash"] = digest
-    return canonical(sealed) + b"\n", digest
+    sealed = {k: v for k, v in record.items() if k != "log"}
+    sealed["log"] = log
+    unsealed = encode(sealed)  # ends with "prev_hash":"<prev>"}}
+    digest = hashlib.sha256(prev_hash.encode("ascii") + unsealed).hexdigest()
+    line = unsealed[:-2] + b',"hash":"' + digest.encode("ascii") + b'"}}\n'  # log is last
+    return line, digest
 
 
 def check(record: dict) -> tuple[str | None, str | None, bool]:
@@ -49,9 +47,10 @@ def check(record: dict) -> tuple[str | None, str | None, bool]:
     prev, digest = log.get("prev_hash"), log.get("hash")
     if not isinstance(prev, str) or not isinstance(digest, str):
         return None, None, False
-    unsealed = {**record, "log": {k: v for k, v in log.items() if k != "hash"}}
+    unsealed = dict(record)
+    unsealed["log"] = {k: v for k, v in log.items() if k != "hash"}
     try:
-        expected = record_hash(prev, unsealed)
+        expected = hashlib.sha256(prev.encode("ascii") + encode(unsealed)).hexdigest()
     except (UnicodeEncodeError, TypeError, orjson.JSONEncodeError):
         return prev, digest, False
     return prev, digest, expected == digest

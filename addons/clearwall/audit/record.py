@@ -74,17 +74,20 @@ class Exchange:
     secrets: tuple[str, ...] = ()
 
 
-def _prune(value):
-    """value without None, empty dicts and empty lists, recursively (False and 0 stay)."""
-    if isinstance(value, dict):
-        out = {}
-        for k, v in value.items():
+def _prune(d: dict) -> dict:
+    """d without None, empty dicts and empty lists, recursively (False, 0 and "" stay)."""
+    out = {}
+    for k, v in d.items():
+        if v is None:
+            continue
+        if type(v) is dict:
             v = _prune(v)
-            if v is None or v == {} or v == []:
+            if not v:
                 continue
-            out[k] = v
-        return out
-    return value
+        elif type(v) is list and not v:
+            continue
+        out[k] = v
+    return out
 
 
 def _content_type(headers: list[tuple[str, str]]) -> str | None:
@@ -136,9 +139,7 @@ def _base(ex: Exchange) -> dict:
 
 
 def _http_part(ex: Exchange, headers, body) -> dict:
-    part: dict = {
-        "headers": redact_headers(headers, ex.redact, ex.secrets),
-    }
+    part: dict = {"headers": redact_headers(headers, ex.redact, ex.secrets) if headers else None}
     if body is not None:
         part["body"] = body_field(
             body,

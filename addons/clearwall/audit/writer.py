@@ -52,13 +52,15 @@ class LogWriter:
         retention_seconds: float | None = 90 * DAY,
         clock: Callable[[], float] = time.time,
         retry_interval: float = 0.5,
-        batch_max: int = 1024,
+        batch_max: int = 512,
         open_sink: Callable[[Path], Any] = FileSink,
     ) -> None:
         if fsync not in FSYNC_MODES:
             raise ValueError(f"fsync must be one of {FSYNC_MODES}, not {fsync!r}")
         if max_queue < 1:
             raise ValueError(f"max_queue must be >= 1, not {max_queue}")
+        if not 1 <= batch_max <= 1024:  # one writev call; IOV_MAX is 1024 on Linux
+            raise ValueError(f"batch_max must be between 1 and 1024, not {batch_max}")
         if rotate_bytes is not None and rotate_bytes < 1:
             raise ValueError(f"rotate_bytes must be >= 1 or None, not {rotate_bytes}")
         if retention_seconds is not None and retention_seconds <= 0:
@@ -286,11 +288,11 @@ class LogWriter:
         return True
 
     def _write_some(self, now: float) -> None:
-        """One os.write of as many whole lines as fit before the next rotation point."""
+        """One writev of as many whole lines as fit before the next rotation point."""
         size = self._sink.size
         if size == 0 and self._offset == 0:
             self._file_day = _utc_day(now)
-        lines, total = [], 0
+        lines, total = [], -self._offset
         for line in self._pending:
             if lines and self.rotate_bytes is not None and size + total + len(line) > self.rotate_bytes:
                 break
@@ -298,11 +300,17 @@ class LogWriter:
             total += len(line)
             if len(lines) >= self.batch_max:
                 break
-        buf = memoryview(b"".join(lines))[self._offset :]
+        if self._offset:
+            lines[0] = memoryview(lines[0])[self._offset :]
         written = 0
         try:
-            while written < len(buf):
-                written += self._sink.write(buf[written:])
+            written = self._sink.writev(lines)
+            if written < total:
+                # A short write (disk filling up): finish byte by byte-range, which raises
+                # ENOSPC if the disk is really full, keeping the rest pending.
+                buf = memoryview(b"".join(lines))
+                while written < total:
+                    written += self._sink.write(buf[written:])
         finally:
             self._consume(self._offset + written)
             if written:
