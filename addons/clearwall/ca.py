@@ -42,7 +42,6 @@ DHPARAM_FILE = f"{BASENAME}-dhparam.pem"  # mitmproxy writes its own if this is 
 KEY_FILES = (KEY_CERT_FILE, KEY_P12_FILE)
 PUBLIC_FILES = (CERT_FILE, CER_FILE, CERT_P12_FILE, DHPARAM_FILE)
 CA_FILES = KEY_FILES + PUBLIC_FILES
-_LOCK_FILE = ".clearwall-ca.lock"
 
 MAX_DAYS = 36500
 RSA_BITS = 3072
@@ -154,8 +153,12 @@ def _write(path: Path, data: bytes, mode: int) -> None:
 
 @contextlib.contextmanager
 def _locked(directory: Path) -> Iterator[None]:
-    # Two replicas sharing one volume must not both create a CA.
-    fd = os.open(directory / _LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o600)
+    # Two replicas sharing one volume must not both create a CA. The lock is taken on the
+    # directory itself, so no lock file is left next to the CA.
+    try:
+        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError as e:
+        raise CAError(f"cannot open CA directory {directory}: {e.strerror}") from e
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         yield
@@ -181,16 +184,43 @@ def _mkdir(directory: Path) -> None:
         raise CAError(f"CA directory {directory} is not a directory")
 
 
+def _build(directory: Path, name: str, days: int, key: str, now: dt.datetime):
+    try:
+        return build_ca(name, days, key, now)
+    except ValueError as e:
+        raise CAError(f"cannot create a CA in {directory}: {e}") from e
+
+
+def _create(directory: Path, private, cert: x509.Certificate) -> None:
+    """Write every CA file; the caller holds the directory lock."""
+    key_pem = private.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    key_p12 = pkcs12.serialize_key_and_certificates(
+        name=BASENAME.encode(), key=private, cert=cert, cas=None,
+        encryption_algorithm=serialization.NoEncryption(),
+    )
+    try:
+        for fname, data in _public_files(cert).items():
+            _write(directory / fname, data, 0o644)
+        _write(directory / KEY_P12_FILE, key_p12, 0o600)
+        # Written last: until then check_ca refuses the directory (half-present, or a
+        # certificate file that does not match the old key), never serving a mix.
+        key_cert = key_pem + cert.public_bytes(serialization.Encoding.PEM)
+        _write(directory / KEY_CERT_FILE, key_cert, 0o600)
+    except OSError as e:
+        raise CAError(f"cannot write the CA into {directory}: {e.strerror}") from e
+    log.info("created CA %s in %s", fingerprint(cert), directory)
+
+
 def init_ca(
     directory: Path, *, name: str = "Clearwall CA", days: int = 3650, key: str = "ec",
     force: bool = False, clock: Clock = _utcnow,
 ) -> CAInfo:
     """Create a CA in `directory`; refuses to replace an existing one unless `force`."""
     directory = Path(directory)
-    try:
-        private, cert = build_ca(name, days, key, clock())
-    except ValueError as e:
-        raise CAError(f"cannot create a CA in {directory}: {e}") from e
+    private, cert = _build(directory, name, days, key, clock())
     _mkdir(directory)
     with _locked(directory):
         present = [f for f in CA_FILES if (directory / f).exists()]
@@ -198,25 +228,7 @@ def init_ca(
             raise CAError(
                 f"{directory} already holds a CA ({present[0]}); pass --force to replace it"
             )
-        key_pem = private.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-        key_p12 = pkcs12.serialize_key_and_certificates(
-            name=BASENAME.encode(), key=private, cert=cert, cas=None,
-            encryption_algorithm=serialization.NoEncryption(),
-        )
-        try:
-            for fname, data in _public_files(cert).items():
-                _write(directory / fname, data, 0o644)
-            _write(directory / KEY_P12_FILE, key_p12, 0o600)
-            # Written last: until it exists, check_ca reports a half-present CA, never a
-            # new certificate paired with an old key.
-            key_cert = key_pem + cert.public_bytes(serialization.Encoding.PEM)
-            _write(directory / KEY_CERT_FILE, key_cert, 0o600)
-        except OSError as e:
-            raise CAError(f"cannot write the CA into {directory}: {e.strerror}") from e
-    log.info("created CA %s in %s", fingerprint(cert), directory)
+        _create(directory, private, cert)
     return ca_info(directory, clock=clock)
 
 
@@ -334,24 +346,40 @@ def export_cert(
     return cert.public_bytes(encoding)
 
 
-def ensure_ca(directory: Path, *, clock: Clock = _utcnow, **init_kwargs) -> tuple[CAInfo, bool]:
+def ensure_ca(
+    directory: Path, *, name: str = "Clearwall CA", days: int = 3650, key: str = "ec",
+    clock: Clock = _utcnow,
+) -> tuple[CAInfo, bool]:
     """Create a CA if `directory` has none, else validate it; returns (info, created).
 
     A CA provisioned with only its key file (e.g. from a Kubernetes Secret) gets its missing
     public files written here, so mitmproxy never writes anything into the directory.
     """
     directory = Path(directory)
-    if check_ca(directory, clock=clock) is CAState.EMPTY:
-        try:
-            return init_ca(directory, clock=clock, **init_kwargs), True
-        except CAError:
-            # Another replica may have created it between the check and the lock.
-            if check_ca(directory, clock=clock) is CAState.READY:
-                return ca_info(directory, clock=clock), False
-            raise
-    _, cert = _load(directory, clock)
-    missing = {f: d for f, d in _public_files(cert).items() if not (directory / f).exists()}
-    for fname, data in missing.items():
+    created = False
+    try:
+        ready = check_ca(directory, clock=clock) is CAState.READY
+    except CAError:
+        ready = False  # perhaps another replica is half-way through creating it: decide below
+    if not ready:
+        _mkdir(directory)
+        with _locked(directory):
+            # Authoritative under the lock: a damaged CA raises here and is never replaced.
+            if check_ca(directory, clock=clock) is CAState.EMPTY:
+                _create(directory, *_build(directory, name, days, key, clock()))
+                created = True
+    if not created:
+        _complete_public_files(directory, _load(directory, clock)[1])
+    return ca_info(directory, clock=clock), created
+
+
+def _complete_public_files(directory: Path, cert: x509.Certificate) -> None:
+    absent = [f for f in PUBLIC_FILES if not (directory / f).exists()]
+    if not absent:
+        return
+    for fname, data in _public_files(cert).items():
+        if fname not in absent:
+            continue
         try:
             _write(directory / fname, data, 0o644)
         except OSError as e:
@@ -363,7 +391,6 @@ def ensure_ca(directory: Path, *, clock: Clock = _utcnow, **init_kwargs) -> tupl
                     f"provide it next to {KEY_CERT_FILE}"
                 ) from e
             log.warning("cannot write %s: %s", directory / fname, e.strerror)
-    return ca_info(directory, clock=clock), False
 
 
 def client_env(cert_path: Path) -> dict[str, str]:
