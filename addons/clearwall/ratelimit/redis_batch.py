@@ -45,7 +45,7 @@ class ScriptBatcher:
         self._on_failure = on_failure
         self._pending: list[tuple[Sequence[str], Sequence[str], asyncio.Future]] = []
         self._task: asyncio.Task | None = None
-        self.pipelines = 0  # for benchmarks and tests: how many round trips carried the calls
+        self.pipelines = 0  # round trips that carried calls (a lone call is a plain EVALSHA)
 
     async def call(self, keys: Sequence[str], args: Sequence[str]):
         loop = asyncio.get_running_loop()
@@ -116,8 +116,16 @@ class ScriptBatcher:
         return results
 
     async def _pipeline(self, batch) -> list:
+        from redis.exceptions import ResponseError
+
+        self.pipelines += 1
+        if len(batch) == 1:  # a quiet proxy: a plain EVALSHA costs a third less than a pipeline
+            keys, args, _ = batch[0]
+            try:
+                return [await self._client.evalsha(self._sha, len(keys), *keys, *args)]
+            except ResponseError as exc:  # an error reply, returned the way a pipeline returns it
+                return [exc]
         pipe = self._client.pipeline(transaction=False)
         for keys, args, _ in batch:
             pipe.evalsha(self._sha, len(keys), *keys, *args)
-        self.pipelines += 1
         return list(await pipe.execute(raise_on_error=False))
