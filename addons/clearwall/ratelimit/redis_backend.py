@@ -205,7 +205,7 @@ class RedisBackend:
         self.healthy = False
         log.warning(
             "rate-limit store %s failed (%s: %s); deciding with policy %r until it answers again",
-            self._safe_url(), type(exc).__name__, exc, self.on_error,
+            self._safe_url(), type(exc).__name__, str(exc) or "no answer in time", self.on_error,
         )
         if self._probe_task is None or self._probe_task.done():
             self._probe_task = asyncio.get_running_loop().create_task(self._probe())
