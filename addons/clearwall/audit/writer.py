@@ -11,20 +11,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import queue
 import threading
 import time
-from collections import deque
 from pathlib import Path
 from typing import Any, Callable
 
 from clearwall.audit import chain
 from clearwall.audit.errors import AuditError, LogBackpressure, LogClosed
 from clearwall.audit.fields import iso_timestamp
-from clearwall.audit.recovery import recover
-from clearwall.audit.files import LIVE, rotated_name
+from clearwall.audit.livefile import LiveFile, utc_day
 from clearwall.audit.record import Exchange, build_record
+from clearwall.audit.recovery import recover
 from clearwall.audit.rotation import Housekeeper
 from clearwall.audit.sink import FileSink
 
@@ -36,11 +34,9 @@ FSYNC_MODES = ("every", "interval", "never")
 _STOP = object()
 
 
-def _utc_day(epoch: float) -> int:
-    return int(epoch // DAY)
-
-
 class LogWriter:
+    """See the module docstring; counters and `writable` are read from any thread."""
+
     def __init__(
         self,
         log_dir: Path | str,
@@ -75,21 +71,9 @@ class LogWriter:
         self.retry_interval = retry_interval
         self.batch_max = batch_max
         self._open_sink = open_sink
-        # Counters read by the metrics addon (plain ints; written by the writer thread only).
-        self.records_written = 0
-        self.write_errors = 0
-        self.build_errors = 0
-        self.rotations = 0
-        self.writable = True
-        self.last_error: str | None = None
+        self.build_errors = 0  # records that could not be shaped; an error record stands in
         self._q: queue.Queue = queue.Queue(maxsize=max_queue)
-        self._pending: deque[bytes] = deque()  # sealed lines not yet (fully) written
-        self._offset = 0  # bytes of _pending[0] already written
-        self._sink = None
         self._prev_hash = chain.GENESIS
-        self._file_day: int | None = None
-        self._dirty = False
-        self._last_fsync = time.monotonic()
         self._last_expire = 0.0
         self._waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future]] = []
         self._waiters_lock = threading.Lock()
@@ -97,12 +81,37 @@ class LogWriter:
         self._abort = threading.Event()
         self._thread = threading.Thread(target=self._run, name="clearwall-log-writer", daemon=True)
         self._house = Housekeeper(self.log_dir, retention_seconds)
+        self._file = LiveFile(self.log_dir, rotate_bytes=rotate_bytes, batch_max=batch_max,
+                              open_sink=open_sink, housekeeper=self._house)
 
     # ----- caller side -------------------------------------------------------------------
 
+    # Read by the metrics addon and by the adapter's gate (plain values, no locking needed).
+    @property
+    def writable(self) -> bool:
+        """False after a failed write until a retry succeeds: refuse new flows meanwhile."""
+        return self._file.writable
+
+    @property
+    def records_written(self) -> int:
+        return self._file.records_written
+
+    @property
+    def write_errors(self) -> int:
+        return self._file.write_errors
+
+    @property
+    def rotations(self) -> int:
+        return self._file.rotations
+
+    @property
+    def last_error(self) -> str | None:
+        return self._file.last_error
+
     @property
     def queue_depth(self) -> int:
-        return self._q.qsize() + len(self._pending)
+        """Records accepted but not yet on disk."""
+        return self._q.qsize() + len(self._file.pending)
 
     @property
     def prev_hash(self) -> str:
@@ -117,7 +126,7 @@ class LogWriter:
             raise AuditError(f"cannot create log directory {self.log_dir}: {e.strerror}") from e
         state = recover(self.log_dir)
         self._prev_hash = state.prev_hash
-        self._file_day = None if state.first_time is None else _utc_day(state.first_time)
+        self._file.file_day = None if state.first_time is None else utc_day(state.first_time)
         self._house.start()
         for plain in state.uncompressed:
             self._house.compress_later(plain)
@@ -196,8 +205,8 @@ class LogWriter:
         while True:
             if self._abort.is_set():
                 break
-            if self._pending:
-                if not self._write_pending():
+            if self._file.pending:
+                if not self._file.flush(self.clock()):
                     # Keep the records and retry; only close()'s deadline gives up.
                     if self._abort.wait(self.retry_interval):
                         break
@@ -213,7 +222,9 @@ class LogWriter:
                 self._seal(batch)
             else:
                 self._idle()
-        self._final_sync()
+        if self.fsync != "never":
+            self._file.sync()
+        self._file.close()
 
     def _take(self, tick: float) -> list:
         try:
@@ -232,7 +243,7 @@ class LogWriter:
         for item in batch:
             record = self._build(item)
             line, self._prev_hash = self._seal_one(record)
-            self._pending.append(line)
+            self._file.pending.append(line)
 
     def _seal_one(self, record: dict) -> tuple[bytes, str]:
         try:
@@ -253,6 +264,21 @@ class LogWriter:
             log.exception("cannot build a body log record")
             return self._error_record(item, e)
 
+    def _after_write(self) -> None:
+        if self.fsync == "every" or (
+            self.fsync == "interval" and time.monotonic() - self._file.last_fsync >= self.fsync_interval
+        ):
+            self._file.sync()
+
+    def _idle(self) -> None:
+        if self.fsync != "never" and self._file.dirty:
+            self._file.sync()
+        now = self.clock()
+        if self.retention_seconds is not None and now - self._last_expire >= 3600:
+            self._house.expire_later(now)
+            self._last_expire = now
+        self._file.rotate_if_new_day(now)
+
     def _error_record(self, item, error: Exception) -> dict:
         flow_id = getattr(item, "flow_id", None)
         if isinstance(item, dict):
@@ -262,140 +288,6 @@ class LogWriter:
             "event": {"id": flow_id, "action": "error", "reason": "log_record_error"},
             "error": {"message": f"{type(error).__name__}: {error}"},
         }
-
-    def _write_pending(self) -> bool:
-        """Write pending lines, rotating where needed; False (and writable False) on error."""
-        try:
-            now = self.clock()
-            while self._pending:
-                if self._sink is None:
-                    self._sink = self._open_sink(self.log_dir / LIVE)
-                if self._offset == 0 and self._should_rotate(len(self._pending[0]), now):
-                    self._rotate(now)
-                    continue
-                self._write_some(now)
-        except OSError as e:
-            self.write_errors += 1
-            self.last_error = f"{self.log_dir / LIVE}: {e.strerror or e}"
-            if self.writable:
-                log.error("body log write failed, refusing new flows until it recovers: %s", self.last_error)
-            self.writable = False
-            self._drop_sink()
-            return False
-        if not self.writable:
-            log.warning("body log writable again after %d failed attempt(s)", self.write_errors)
-        self.writable = True
-        return True
-
-    def _write_some(self, now: float) -> None:
-        """One writev of as many whole lines as fit before the next rotation point."""
-        size = self._sink.size
-        if size == 0 and self._offset == 0:
-            self._file_day = _utc_day(now)
-        lines, total = [], -self._offset
-        for line in self._pending:
-            if lines and self.rotate_bytes is not None and size + total + len(line) > self.rotate_bytes:
-                break
-            lines.append(line)
-            total += len(line)
-            if len(lines) >= self.batch_max:
-                break
-        if self._offset:
-            lines[0] = memoryview(lines[0])[self._offset :]
-        written = 0
-        try:
-            written = self._sink.writev(lines)
-            if written < total:
-                # A short write (disk filling up): finish byte by byte-range, which raises
-                # ENOSPC if the disk is really full, keeping the rest pending.
-                buf = memoryview(b"".join(lines))
-                while written < total:
-                    written += self._sink.write(buf[written:])
-        finally:
-            self._consume(self._offset + written)
-            if written:
-                self._dirty = True
-
-    def _consume(self, nbytes: int) -> None:
-        """Drop the lines fully covered by nbytes from the head of _pending."""
-        while self._pending and nbytes >= len(self._pending[0]):
-            nbytes -= len(self._pending.popleft())
-            self.records_written += 1
-        self._offset = nbytes
-
-    def _should_rotate(self, next_len: int, now: float) -> bool:
-        size = self._sink.size
-        if size == 0:
-            return False
-        if self.rotate_bytes is not None and size + next_len > self.rotate_bytes:
-            return True
-        return self._file_day is not None and _utc_day(now) != self._file_day
-
-    def _rotate(self, now: float) -> None:
-        self._sync()
-        self._drop_sink()
-        live = self.log_dir / LIVE
-        seq = 0
-        while True:
-            target = self.log_dir / rotated_name(now, seq)
-            if not target.exists() and not target.with_name(target.name + ".gz").exists():
-                break
-            seq += 1
-        os.rename(live, target)
-        self.rotations += 1
-        self._file_day = None
-        self._sink = self._open_sink(live)
-        self._house.compress_later(target)
-        self._house.expire_later(now)
-        self._last_expire = now
-
-    def _after_write(self) -> None:
-        if self.fsync == "every" or (
-            self.fsync == "interval" and time.monotonic() - self._last_fsync >= self.fsync_interval
-        ):
-            self._sync()
-
-    def _idle(self) -> None:
-        if self.fsync != "never" and self._dirty:
-            self._sync()
-        now = self.clock()
-        if self.retention_seconds is not None and now - self._last_expire >= 3600:
-            self._house.expire_later(now)
-            self._last_expire = now
-        # A day boundary passed while idle: rotate now so the day's file is closed on time.
-        if self._sink is not None and self._file_day is not None and self._sink.size:
-            if _utc_day(now) != self._file_day:
-                try:
-                    self._rotate(now)
-                except OSError as e:
-                    self.write_errors += 1
-                    log.error("body log rotation failed: %s", e)
-                    self._drop_sink()
-
-    def _sync(self) -> None:
-        if self._sink is None or not self._dirty:
-            return
-        try:
-            self._sink.fsync()
-            self._dirty = False
-        except OSError as e:
-            self.write_errors += 1
-            self.last_error = f"fsync {self.log_dir / LIVE}: {e.strerror or e}"
-            log.error("body log fsync failed: %s", self.last_error)
-        self._last_fsync = time.monotonic()
-
-    def _final_sync(self) -> None:
-        if self.fsync != "never":
-            self._sync()
-        self._drop_sink()
-
-    def _drop_sink(self) -> None:
-        if self._sink is not None:
-            sink, self._sink = self._sink, None
-            try:
-                sink.close()
-            except OSError:
-                pass
 
 
 def _set_done(fut: asyncio.Future) -> None:
