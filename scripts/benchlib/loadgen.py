@@ -158,7 +158,15 @@ class LoadResult:
     latencies: list[float] = field(default_factory=list)   # seconds, ascending after finish()
     error_samples: Counter = field(default_factory=Counter)
     client_cpu: float = 0.0            # load generator CPU, fraction of one core, over the window
-    proxy_cpu: float | None = None     # the probed process's CPU over the window, when probed
+    cpu: dict[str, float | None] = field(default_factory=dict)  # probe name -> cores used in the window
+
+    @property
+    def proxy_cpu(self) -> float | None:
+        return self.cpu.get("proxy")
+
+    @property
+    def other_cpu(self) -> float | None:
+        return self.cpu.get("other")
 
     @property
     def rps(self) -> float:
@@ -183,7 +191,7 @@ class LoadResult:
                 "p50_ms": round(self.p50_ms, 3), "p99_ms": round(self.p99_ms, 3),
                 "errors": self.errors, "error_samples": dict(self.error_samples),
                 "client_cpu": round(self.client_cpu, 3),
-                "proxy_cpu": None if self.proxy_cpu is None else round(self.proxy_cpu, 3)}
+                "cpu": {k: None if v is None else round(v, 3) for k, v in self.cpu.items()}}
 
 
 class _Run:
@@ -259,33 +267,35 @@ def _describe(e: BaseException) -> str:
 
 
 async def run_load_async(spec: LoadSpec,
-                         cpu_probe: Callable[[], float] | None = None) -> LoadResult:
-    """Run the load; `cpu_probe` (cumulative CPU seconds of the proxy under test) is sampled at
-    the edges of the measured window, like the generator's own CPU."""
+                         probes: dict[str, Callable[[], float]] | None = None) -> LoadResult:
+    """Run the load. Each probe returns cumulative CPU seconds (of the proxy under test, of the
+    whole machine...); it is sampled at the edges of the measured window, like the generator's
+    own CPU, and reported in `result.cpu` as cores used (1.0 = one core busy)."""
+    probes = probes or {}
     run = _Run(spec)
     client = run.keepalive_client if spec.mode == "keepalive" else run.newconn_client
     tasks = [asyncio.create_task(client()) for _ in range(spec.clients)]
     await asyncio.sleep(max(0.0, run.start - time.perf_counter()))
-    cpu0, probe0 = time.process_time(), _probe(cpu_probe)
+    cpu0, before = time.process_time(), {k: _sample(p) for k, p in probes.items()}
     await asyncio.sleep(max(0.0, run.end - time.perf_counter()))
-    cpu1, probe1 = time.process_time(), _probe(cpu_probe)
+    cpu1, after = time.process_time(), {k: _sample(p) for k, p in probes.items()}
     await asyncio.gather(*tasks)  # each stops after its request in flight (bounded by timeout)
     run.result.client_cpu = (cpu1 - cpu0) / spec.duration
-    if probe0 is not None and probe1 is not None:
-        run.result.proxy_cpu = (probe1 - probe0) / spec.duration
+    run.result.cpu = {k: None if before[k] is None or after[k] is None
+                      else (after[k] - before[k]) / spec.duration for k in probes}
     run.result.latencies.sort()
     return run.result
 
 
-def _probe(cpu_probe: Callable[[], float] | None) -> float | None:
+def _sample(probe: Callable[[], float]) -> float | None:
     try:
-        return cpu_probe() if cpu_probe else None
+        return probe()
     except OSError:  # the probed process went away: its CPU is then unknown, not zero
         return None
 
 
-def run_load(spec: LoadSpec, cpu_probe: Callable[[], float] | None = None) -> LoadResult:
-    return run_loop(run_load_async(spec, cpu_probe))
+def run_load(spec: LoadSpec, probes: dict[str, Callable[[], float]] | None = None) -> LoadResult:
+    return run_loop(run_load_async(spec, probes))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -40,6 +40,7 @@ from benchlib.upstream import UpstreamProcess
 HERE = Path(__file__).resolve().parent
 DEFAULT_RULES = HERE / "rules" / "allowlist.yaml"
 KINDS = ("mitmdump", "clearwall")
+NOISY_OTHER_CPU = 0.25  # cores used by unrelated work above which a run is called noisy
 CA_CERT_FILE = "mitmproxy-ca-cert.pem"  # in mitmdump's confdir and in clearwall's --ca-dir
 
 
@@ -102,6 +103,22 @@ def proxy_command(target: Target, workdir: Path, port: int, admin_port: int, ups
            "--ca-dir", str(workdir / "ca"), "--log-dir", str(workdir / "logs"),
            "--admin", f"127.0.0.1:{admin_port}"]
     return cmd + (["--", *mitm_args] if mitm_args else [])
+
+
+def machine_busy_seconds() -> float:
+    """CPU seconds the whole machine spent busy (all cores), from /proc/stat."""
+    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (fields + [0] * 8)[:8]
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
+def other_cpu(result: LoadResult) -> float | None:
+    """Cores used during the window by everything but the proxy, the upstream and the load
+    generator: other work on a shared machine, which makes the figures noisy."""
+    cpu = result.cpu
+    if any(cpu.get(k) is None for k in ("machine", "proxy", "upstream")):
+        return None
+    return max(0.0, cpu["machine"] - cpu["proxy"] - cpu["upstream"] - result.client_cpu)
 
 
 def process_cpu_seconds(pid: int) -> float:
@@ -226,11 +243,17 @@ def run_bench(args, mitm_args: list[str], targets: list[Target], workroot: Path,
                         spec = LoadSpec(("localhost", upstream.port), str(ca_file),
                                         ("127.0.0.1", port), mode, args.clients, args.duration,
                                         args.warmup, args.body_bytes)
-                        result = run_load(spec, lambda: process_cpu_seconds(proxy.proc.pid))
+                        result = run_load(spec, {
+                            "proxy": lambda: process_cpu_seconds(proxy.proc.pid),
+                            "upstream": lambda: process_cpu_seconds(upstream.pid),
+                            "machine": machine_busy_seconds})
+                        result.cpu["other"] = other_cpu(result)
                         proxy.check_alive()
                         cells[(target.name, mode)].runs.append(result)
                         log(f"  {mode}: {result.rps:.1f} req/s, p50 {result.p50_ms:.2f} ms, "
-                            f"p99 {result.p99_ms:.2f} ms, errors {result.errors}")
+                            f"p99 {result.p99_ms:.2f} ms, errors {result.errors}, CPU: proxy "
+                            f"{_pct(result.proxy_cpu)}, load generator {_pct(result.client_cpu)}, "
+                            f"other work {_pct(result.other_cpu)}")
                 except TargetFailed as e:
                     log(f"  {target.name} FAILED: {e}")
                     for mode in modes:
@@ -244,21 +267,21 @@ def run_bench(args, mitm_args: list[str], targets: list[Target], workroot: Path,
 def format_table(cells: dict[tuple[str, str], Cell], targets: list[Target]) -> str:
     first_variant = next((t.name for t in targets if t.kind == "clearwall"), None)
     head = ["target", "mode", "clients", "req/s", "p50 ms", "p99 ms", "errors", "proxy CPU",
-            "vs mitmdump"] + ([f"vs {first_variant}"] if first_variant else [])
+            "other CPU", "vs mitmdump"] + ([f"vs {first_variant}"] if first_variant else [])
     rows = [head]
     for cell in cells.values():
         base = cells.get(("mitmdump", cell.mode))
         variant = cells.get((first_variant, cell.mode)) if first_variant else None
         if cell.failure:
-            row = [cell.target, cell.mode, "-", "FAILED", "-", "-", "-", "-", "-"]
+            row = [cell.target, cell.mode, "-", "FAILED", "-", "-", "-", "-", "-", "-"]
         else:
-            rps, p50, p99, cpu = (cell.median(a) for a in ("rps", "p50_ms", "p99_ms", "proxy_cpu"))
+            rps, p50, p99, cpu, other = (cell.median(a) for a in
+                                         ("rps", "p50_ms", "p99_ms", "proxy_cpu", "other_cpu"))
             row = [cell.target, cell.mode, str(cell.runs[0].clients if cell.runs else "-"),
                    f"{rps:.1f}" if rps is not None else "-",
                    f"{p50:.2f}" if p50 is not None else "-",
                    f"{p99:.2f}" if p99 is not None else "-",
-                   str(cell.errors), f"{cpu * 100:.0f}%" if cpu is not None else "-",
-                   ratio(cell, base)]
+                   str(cell.errors), _pct(cpu), _pct(other), ratio(cell, base)]
         if first_variant:
             row.append("-" if cell.failure else ratio(cell, variant))
         rows.append(row)
@@ -266,11 +289,17 @@ def format_table(cells: dict[tuple[str, str], Cell], targets: list[Target]) -> s
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows)
 
 
+def _pct(cores: float | None) -> str:
+    return "-" if cores is None else f"{cores * 100:.0f}%"
+
+
 def problems(cells: dict[tuple[str, str], Cell]) -> list[str]:
-    out = []
+    out, failed = [], set()
     for cell in cells.values():
         if cell.failure:
-            out.append(f"{cell.target} {cell.mode} did not run: {cell.detail or cell.failure}")
+            if cell.target not in failed:  # one start failure, however many modes it cost
+                failed.add(cell.target)
+                out.append(f"{cell.target} did not run: {cell.detail or cell.failure}")
         elif cell.errors:
             samples = sum((r.error_samples for r in cell.runs), Counter())
             detail = "; ".join(f"{n}x {msg}" for msg, n in samples.most_common(5))
@@ -330,18 +359,24 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(str(e))
     command = "scripts/bench proxy " + shlex.join(argv)
     log = (lambda m: print(m, file=sys.stderr)) if args.json else print
-    log(f"$ {command}\nmachine: {machine()}")
+    host = machine()
+    log(f"$ {command}\nmachine: {host}")
     with tempfile.TemporaryDirectory(prefix="clearwall-bench-") as tmp:
         cells = run_bench(args, mitm_args, targets, Path(tmp), log=log)
     issues = problems(cells)
     if args.json:
-        print(json.dumps({"command": command, "machine": machine(), "cells": [
+        print(json.dumps({"command": command, "machine": host, "cells": [
             {"target": c.target, "mode": c.mode, "failure": c.failure, "errors": c.errors,
              "median": {a: c.median(a) for a in ("rps", "p50_ms", "p99_ms", "proxy_cpu",
-                                                 "client_cpu")},
+                                                 "client_cpu", "other_cpu")},
              "runs": [r.summary() for r in c.runs]} for c in cells.values()]}, indent=2))
     else:
         print(f"\n{format_table(cells, targets)}")
+    busiest = max((r.other_cpu for c in cells.values() for r in c.runs if r.other_cpu is not None),
+                  default=0.0)
+    if busiest > NOISY_OTHER_CPU:
+        print(f"WARNING: other work on this machine used up to {busiest:.1f} cores during a run: "
+              "the figures are noisy; use --rounds 3 or more, or a quiet machine", file=sys.stderr)
     for issue in issues:
         print(f"ERROR: {issue}", file=sys.stderr)
     if issues:

@@ -255,6 +255,10 @@ class UpstreamProcess:
         self.port = int(line.split()[1])
         return self
 
+    @property
+    def pid(self) -> int:
+        return self._proc.pid
+
     def __exit__(self, *exc) -> None:
         if self._proc is not None and self._proc.poll() is None:
             self._proc.terminate()

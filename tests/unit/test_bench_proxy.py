@@ -76,7 +76,7 @@ def test_clearwall_gets_the_spec_flags_and_mitmproxy_args_after_a_double_dash(tm
 
 def _result(rps: float, errors: int = 0, p50: float = 0.002) -> LoadResult:
     r = LoadResult("keepalive", 16, 1.0, requests=int(rps), errors=errors,
-                   latencies=[p50] * max(1, int(rps)), proxy_cpu=0.5)
+                   latencies=[p50] * max(1, int(rps)), cpu={"proxy": 0.5})
     if errors:
         r.error_samples["HTTP 502: upstream"] = errors
     return r
@@ -164,3 +164,26 @@ def test_a_short_run_through_bare_mitmdump_is_clean(capsys):
     assert cell["target"] == "mitmdump" and cell["failure"] is None and cell["errors"] == 0
     assert cell["median"]["rps"] > 20
     assert 0 < cell["median"]["proxy_cpu"] <= 2.0
+
+
+@pytest.mark.parametrize("machine, proxy_cpu, upstream, client, expected", [
+    (1.0, 0.6, 0.1, 0.1, 0.2),     # 0.2 cores of unrelated work
+    (0.8, 0.6, 0.1, 0.1, 0.0),     # nothing else ran
+    (0.7, 0.6, 0.1, 0.1, 0.0),     # sampling jitter never gives negative work
+])
+def test_other_work_is_machine_cpu_minus_the_bench_processes(machine, proxy_cpu, upstream, client, expected):
+    r = LoadResult("keepalive", 16, 1.0, client_cpu=client,
+                   cpu={"machine": machine, "proxy": proxy_cpu, "upstream": upstream})
+    assert proxy.other_cpu(r) == pytest.approx(expected)
+
+
+def test_other_work_is_unknown_when_a_probe_failed():
+    r = LoadResult("keepalive", 16, 1.0, cpu={"machine": 1.0, "proxy": None, "upstream": 0.1})
+    assert proxy.other_cpu(r) is None
+
+
+def test_machine_and_process_cpu_counters_move_forward():
+    import os
+    m0, p0 = proxy.machine_busy_seconds(), proxy.process_cpu_seconds(os.getpid())
+    sum(i * i for i in range(2_000_000))
+    assert proxy.machine_busy_seconds() >= m0 and proxy.process_cpu_seconds(os.getpid()) > p0
