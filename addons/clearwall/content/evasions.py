@@ -1,0 +1,212 @@
+"""Decoded variants of a text, so a secret cannot slip out merely encoded.
+
+Each decoder undoes one common disguise: percent-encoding, JSON string escapes, base64 and hex
+runs, invisible format characters, HTML entities. Variants are decoded again, `max_depth` layers
+deep (`percent+base64` is base64 found after percent-decoding), and bounded in number and total
+size: an adversary cannot make inspection expensive by stacking encodings. A decoder that does
+not change the text produces no variant, so ordinary traffic costs one cheap check per decoder.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import html
+import re
+import unicodedata
+from collections.abc import Callable
+from dataclasses import dataclass
+from urllib.parse import unquote
+
+_PERCENT = re.compile(r"%[0-9A-Fa-f]{2}")
+_JSON_ESCAPE = re.compile(r'\\(?:u[0-9A-Fa-f]{4}|[/"\\bfnrt])')
+_JSON_SIMPLE = {"/": "/", '"': '"', "\\": "\\", "b": "\b", "f": "\f", "n": "\n", "r": "\r", "t": "\t"}
+_ENTITY = re.compile(r"&(?:#[0-9]{1,7}|#[xX][0-9A-Fa-f]{1,6}|[A-Za-z][A-Za-z0-9]{1,31});")
+# Invisible characters used to break a token apart: zero-width, bidi controls, soft hyphen, tags.
+_INVISIBLE = re.compile(
+    "[\u00ad\u034f\u061c\u115f\u1160\u17b4\u17b5\u180b-\u180f\u200b-\u200f\u202a-\u202e\u2060-\u206f"
+    "\u3164\ufe00-\ufe0f\ufeff\uffa0\U000e0000-\U000e007f]"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Variant:
+    description: str  # e.g. "percent", "json+base64"
+    text: str
+
+
+_PRINTABLE_ASCII = bytes(range(0x20, 0x7F)) + b"\t\r\n"
+
+
+def _as_text(raw: bytes) -> str | None:
+    """Decoded bytes worth rescanning: mostly printable UTF-8 (not an image, not a hash).
+
+    Undecodable bytes count against the text rather than rejecting it, so a secret stays
+    visible when the run also carries a few binary bytes or starts mid-character.
+    """
+    if not raw:
+        return None
+    if raw.isascii():  # the common case, counted at C speed
+        bad = len(raw.translate(None, _PRINTABLE_ASCII))
+        return raw.decode("ascii") if bad <= 0.15 * len(raw) else None
+    text = raw.decode("utf-8", "replace")
+    good = sum(1 for c in text if (c.isprintable() and c != "\ufffd") or c in "\t\r\n")
+    return text if good >= 0.85 * len(text) else None
+
+
+def percent(text: str) -> str | None:
+    if "%" not in text or not _PERCENT.search(text):
+        return None
+    return unquote(text, errors="surrogateescape")
+
+
+def json_escapes(text: str) -> str | None:
+    if "\\" not in text:
+        return None
+
+    def one(m: re.Match) -> str:
+        s = m.group()
+        return chr(int(s[2:], 16)) if s[1] == "u" else _JSON_SIMPLE[s[1]]
+
+    out = _JSON_ESCAPE.sub(one, text)
+    return out if out != text else None
+
+
+def html_entities(text: str) -> str | None:
+    if "&" not in text or not _ENTITY.search(text):
+        return None
+    out = html.unescape(text)
+    return out if out != text else None
+
+
+def invisible(text: str) -> str | None:
+    if text.isascii():
+        return None
+    out = _INVISIBLE.sub("", text)
+    # Other format characters (category Cf) too, and NFKC folds full-width letters to ASCII.
+    out = "".join(c for c in out if not (c > "\x7f" and unicodedata.category(c) == "Cf"))
+    out = unicodedata.normalize("NFKC", out)
+    return out if out != text else None
+
+
+def _keep_table(keep: bytes) -> bytes:
+    return bytes(c if c in keep else 0x20 for c in range(256))
+
+
+_ALNUM = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
+_B64_STD = _keep_table(_ALNUM + b"+/=")
+_B64_URL = _keep_table(_ALNUM + b"-_=")
+_HEX = _keep_table(b"0123456789abcdefABCDEF")
+# In base64 of ASCII text every 4th character encodes a byte's top six bits: A-Z or a-f.
+_B64_FIRST = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdef"
+# In hex of ASCII text every other digit is a byte's high nibble: 2-7 for printable bytes.
+_HEX_HIGH = b"234567"
+
+
+def _tokens(data: bytes, table: bytes, minimum: int) -> list[bytes]:
+    """Maximal runs of one alphabet, found at bytes.translate/split speed (no regex pass)."""
+    out = []
+    for token in data.translate(table).split():
+        if len(token) < minimum:
+            continue
+        # '=' is padding: it ends a run ("key=dG9r..." holds the run after '=').
+        out.extend(p for p in token.split(b"=") if len(p) >= minimum)
+    return out
+
+
+def _mostly(sample: bytes, allowed: bytes, share: float = 0.8) -> bool:
+    return len(sample) - len(sample.translate(None, allowed)) >= share * len(sample)
+
+
+class Evasions:
+    """Generates decoded variants of a text. Immutable and thread-safe."""
+
+    def __init__(
+        self,
+        *,
+        max_depth: int = 2,
+        max_variants: int = 32,
+        max_total: int = 16 * 1024 * 1024,
+        min_base64: int = 16,
+        min_hex: int = 16,
+    ) -> None:
+        if max_depth < 1 or max_variants < 1 or max_total < 1 or min_base64 < 8 or min_hex < 8:
+            raise ValueError("max_depth, max_variants, max_total >= 1; min_base64, min_hex >= 8")
+        self.max_depth, self.max_variants, self.max_total = max_depth, max_variants, max_total
+        self.min_base64, self.min_hex = min_base64, min_hex
+        self.decoders: list[tuple[str, Callable[[str], str | None]]] = [
+            ("percent", percent),
+            ("json", json_escapes),
+            ("base64", self.base64_runs),
+            ("hex", self.hex_runs),
+            ("invisible", invisible),
+            ("html", html_entities),
+        ]
+
+    def base64_runs(self, text: str) -> str | None:
+        """Runs of >= min_base64 base64 (standard or URL-safe) characters that decode to text."""
+        data = text.encode("utf-8", "surrogatepass")
+        found: list[str] = []
+        seen: set[bytes] = set()
+        for table, urlsafe in ((_B64_STD, False), (_B64_URL, True)):
+            for run in _tokens(data, table, self.min_base64):
+                # Base64 of text mixes cases; identifiers, hex digests and numbers do not.
+                if run.islower() or run.isupper() or run.isdigit() or run in seen:
+                    continue
+                if urlsafe and b"-" not in run and b"_" not in run:
+                    continue  # plain alphanumeric runs were already tried as standard base64
+                seen.add(run)
+                # A run may start mid-group (glued to a prefix): try each alignment.
+                for shift in range(4):
+                    part = run[shift:]
+                    if len(part) % 4 == 1:
+                        part = part[:-1]  # one dangling character carries no whole byte
+                    if len(part) < self.min_base64 or not _mostly(part[0::4], _B64_FIRST):
+                        continue
+                    part += b"=" * (-len(part) % 4)
+                    try:
+                        raw = base64.b64decode(part, altchars=b"-_" if urlsafe else None, validate=True)
+                    except (binascii.Error, ValueError):
+                        continue
+                    decoded = _as_text(raw)
+                    if decoded:
+                        found.append(decoded)
+        return "\n".join(found) or None
+
+    def hex_runs(self, text: str) -> str | None:
+        """Runs of >= min_hex hex digits that decode to text."""
+        data = text.encode("utf-8", "surrogatepass")
+        found = []
+        for run in _tokens(data, _HEX, self.min_hex):
+            if not _mostly(run[0:64:2], _HEX_HIGH, 0.6) and not _mostly(run[1:65:2], _HEX_HIGH, 0.6):
+                continue  # a digest or an id, not hex-encoded text (quick look at the start)
+            for shift in (0, 1):
+                part = run[shift : len(run) - (len(run) - shift) % 2]
+                if len(part) < self.min_hex or not _mostly(part[0::2], _HEX_HIGH, 0.9):
+                    continue
+                decoded = _as_text(bytes.fromhex(part.decode("ascii")))
+                if decoded:
+                    found.append(decoded)
+        return "\n".join(found) or None
+
+    def variants(self, text: str) -> list[Variant]:
+        """Decoded variants, breadth first, each different from the text it came from."""
+        out: list[Variant] = []
+        total = 0
+        layer = [Variant("", text)]
+        for _depth in range(self.max_depth):
+            next_layer = []
+            for parent in layer:
+                for name, decode in self.decoders:
+                    decoded = decode(parent.text)
+                    if decoded is None or decoded == parent.text:
+                        continue
+                    if len(out) >= self.max_variants or total + len(decoded) > self.max_total:
+                        return out
+                    desc = f"{parent.description}+{name}" if parent.description else name
+                    v = Variant(desc, decoded)
+                    out.append(v)
+                    next_layer.append(v)
+                    total += len(decoded)
+            layer = next_layer
+        return out

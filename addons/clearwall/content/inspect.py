@@ -1,0 +1,233 @@
+"""The pure entry points the mitmproxy adapter calls: inspect a text or a body, decide.
+
+Decision rules (SPEC §3):
+- any enforce-mode `block` match, literal or in a decoded variant, blocks (`blocked_by`);
+- `redact` matches in the literal text are replaced by `[REDACTED:<filter>]`; a `redact` filter
+  that still matches a decoded variant after that (the value also travels encoded, where it
+  cannot be cut out without corrupting the encoding) blocks instead;
+- `alert` matches are reported once per filter in `alerts`;
+- report-mode filters refuse and rewrite nothing: their names land in `would_block`.
+- a scan timeout, an undecodable body or any internal failure sets `error` (fail closed).
+
+Inspection never holds matched text: only filter names, actions, targets and offsets, which
+is what the adapter may log.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+
+from .decode import decode_content, form_fields, media_type
+from .errors import DecodeError, ScanTimeout, TooLarge
+from .evasions import Evasions, Variant
+from .scanner import Scanner
+from .spec import Match
+
+log = logging.getLogger(__name__)
+
+DEFAULT_EVASIONS = Evasions()
+INSPECTION_ERROR = "inspection_error"
+TOO_LARGE = "too_large"
+
+
+@dataclass(frozen=True)
+class Inspection:
+    matches: list[Match] = field(default_factory=list)
+    blocked_by: str | None = None
+    redacted: bytes | str | None = None  # the rewritten (identity-encoded) content, if any
+    alerts: list[Match] = field(default_factory=list)
+    error: str | None = None  # inspection_error | too_large
+    would_block: list[str] = field(default_factory=list)  # report-mode filters that would act
+
+    @property
+    def refused(self) -> bool:
+        return self.error is not None or self.blocked_by is not None
+
+
+def replacement(name: str) -> str:
+    return f"[REDACTED:{name}]"
+
+
+def redact_spans(text: str, matches: list[Match]) -> str:
+    """Replace each match by `[REDACTED:<filter>]`; overlapping matches merge under the first."""
+    spans: list[list] = []
+    for m in sorted(matches, key=lambda m: (m.start, -m.end)):
+        if spans and m.start < spans[-1][1]:
+            spans[-1][1] = max(spans[-1][1], m.end)
+        else:
+            spans.append([m.start, m.end, m.filter])
+    out, pos = [], 0
+    for start, end, name in spans:
+        out.append(text[pos:start])
+        out.append(replacement(name))
+        pos = end
+    out.append(text[pos:])
+    return "".join(out)
+
+
+def _looks_like_json(text: str) -> bool:
+    head = text.lstrip()[:1]
+    return head in ("{", "[", '"')
+
+
+def _redact_json(scanner: Scanner, target: str, text: str) -> str | None:
+    """Redact inside decoded JSON strings and re-serialise; None when the text is not JSON."""
+    try:
+        doc = json.loads(text)
+    except ValueError:
+        return None
+
+    def walk(node):
+        if isinstance(node, str):
+            hits = [m for m in scanner.scan(node, target) if m.action == "redact" and m.mode == "enforce"]
+            return redact_spans(node, hits) if hits else node
+        if isinstance(node, list):
+            return [walk(v) for v in node]
+        if isinstance(node, dict):
+            return {walk(k): walk(v) for k, v in node.items()}
+        return node
+
+    return json.dumps(walk(doc), ensure_ascii=False, separators=(",", ":"))
+
+
+def _first_by_filter(matches: list[Match]) -> list[Match]:
+    seen: set[str] = set()
+    out = []
+    for m in matches:
+        if m.filter not in seen:
+            seen.add(m.filter)
+            out.append(m)
+    return out
+
+
+def _scan_variants(scanner: Scanner, target: str, variants: list[Variant]) -> list[Match]:
+    out: list[Match] = []
+    for v in variants:
+        out.extend(scanner.scan(v.text, f"{target}|{v.description}"))
+    return out
+
+
+def inspect_text(
+    scanner: Scanner,
+    target: str,
+    text: str,
+    *,
+    evasions: Evasions | None = DEFAULT_EVASIONS,
+    extra_variants: tuple[Variant, ...] = (),
+) -> Inspection:
+    """Scan `text` (and its decoded variants) for `target` and decide. Never raises."""
+    try:
+        return _inspect(scanner, target, text, evasions, extra_variants)
+    except ScanTimeout:
+        log.warning("content scan of %s timed out", target)
+        return Inspection(error=INSPECTION_ERROR)
+    except Exception as exc:  # noqa: BLE001 - fail closed; log the type only, never content
+        log.error("content inspection of %s failed: %s", target, type(exc).__name__)
+        return Inspection(error=INSPECTION_ERROR)
+
+
+def _inspect(scanner, target, text, evasions, extra_variants) -> Inspection:
+    literal = scanner.scan(text, target)
+    variants = list(extra_variants) + (evasions.variants(text) if evasions else [])
+    encoded = _scan_variants(scanner, target, variants)
+    every = literal + encoded
+    enforce = [m for m in every if m.mode == "enforce"]
+    would_block = sorted({m.filter for m in every if m.mode == "report" and m.action != "alert"})
+    alerts = _first_by_filter([m for m in every if m.action == "alert"])
+    result = dict(matches=every, alerts=alerts, would_block=would_block)
+
+    blocking = [m for m in enforce if m.action == "block"]
+    if blocking:
+        return Inspection(blocked_by=blocking[0].filter, **result)
+
+    to_redact = [m for m in literal if m.action == "redact" and m.mode == "enforce"]
+    redact_filters = {m.filter for m in enforce if m.action == "redact"}
+    if not redact_filters:
+        return Inspection(**result)
+    redacted = redact_spans(text, to_redact) if to_redact else text
+    # An encoded copy survives literal redaction: refuse rather than forward it.
+    if evasions:
+        again = _scan_variants(scanner, target, list(extra_variants) + evasions.variants(redacted))
+        leftover = [m for m in again if m.action == "redact" and m.mode == "enforce"]
+        if leftover:
+            return Inspection(blocked_by=leftover[0].filter, **result)
+    if redacted != text and _looks_like_json(text) and _is_json(text) and not _is_json(redacted):
+        redacted = _redact_json(scanner, target, text)
+        if redacted is None or not _is_json(redacted):
+            return Inspection(error=INSPECTION_ERROR, **result)
+    return Inspection(redacted=redacted if redacted != text else None, **result)
+
+
+def _is_json(text: str) -> bool:
+    try:
+        json.loads(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _charset(content_type: str | None) -> str:
+    charset = media_type(content_type)[1].get("charset", "utf-8").lower()
+    try:
+        import codecs
+
+        return codecs.lookup(charset).name
+    except LookupError:
+        return "utf-8"
+
+
+def body_text(body: bytes, content_type: str | None) -> tuple[str, str, str]:
+    """(text, codec, errors) such that text.encode(codec, errors) == body."""
+    codec = _charset(content_type)
+    if codec != "utf-8":
+        try:
+            return body.decode(codec), codec, "strict"
+        except UnicodeDecodeError:
+            pass
+    # Not (or not validly) the declared charset: scan the UTF-8 reading, keep bytes exact.
+    return body.decode("utf-8", "surrogateescape"), "utf-8", "surrogateescape"
+
+
+def inspect_body(
+    scanner: Scanner,
+    target: str,
+    body: bytes,
+    *,
+    content_type: str | None,
+    content_encoding: str | None,
+    max_size: int,
+    max_ratio: float = 100.0,
+    evasions: Evasions | None = DEFAULT_EVASIONS,
+) -> Inspection:
+    """Decode (bounded), scan and decide. `redacted` is the identity-encoded body: the adapter
+    drops Content-Encoding and recomputes Content-Length when it forwards it."""
+    try:
+        decoded = decode_content(body, content_encoding, max_size=max_size, max_ratio=max_ratio)
+    except TooLarge:
+        return Inspection(error=TOO_LARGE)
+    except DecodeError as exc:
+        log.warning("undecodable %s: %s", target, exc)
+        return Inspection(error=INSPECTION_ERROR)
+    try:
+        text, codec, errors = body_text(decoded, content_type)
+        fields = form_fields(decoded, content_type)
+    except DecodeError as exc:
+        log.warning("undecodable %s: %s", target, exc)
+        return Inspection(error=INSPECTION_ERROR)
+    except Exception as exc:  # noqa: BLE001 - fail closed
+        log.error("decoding %s failed: %s", target, type(exc).__name__)
+        return Inspection(error=INSPECTION_ERROR)
+    extra = (Variant("form", "\n".join(f"{k}={v}" for k, v in fields)),) if fields else ()
+    result = inspect_text(scanner, target, text, evasions=evasions, extra_variants=extra)
+    if isinstance(result.redacted, str):
+        try:
+            data = result.redacted.encode(codec, errors)
+        except UnicodeEncodeError:
+            data = result.redacted.encode("utf-8", "surrogateescape")
+        result = Inspection(
+            matches=result.matches, blocked_by=result.blocked_by, redacted=data, alerts=result.alerts,
+            error=result.error, would_block=result.would_block,
+        )
+    return result
