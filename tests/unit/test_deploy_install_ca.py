@@ -7,6 +7,7 @@ import os
 import shutil
 import ssl
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -289,3 +290,76 @@ def test_script_is_executable_and_posix():
     assert os.access(SCRIPT, os.X_OK)
     assert SCRIPT.read_text().startswith("#!/bin/sh\n")
     assert subprocess.run([SH, "-n", str(SCRIPT)], timeout=10).returncode == 0
+
+
+CHECKER = """
+import ssl, sys
+server = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+server.load_cert_chain(sys.argv[1])
+client = ssl.create_default_context()          # the system store only: no cafile
+client.verify_flags |= ssl.VERIFY_X509_STRICT
+bios = [ssl.MemoryBIO() for _ in range(4)]
+c = client.wrap_bio(bios[0], bios[1], server_hostname="example.test")
+s = server.wrap_bio(bios[2], bios[3], server_side=True)
+done = set()
+for _ in range(20):
+    for name, obj in (("c", c), ("s", s)):
+        if name not in done:
+            try:
+                obj.do_handshake(); done.add(name)
+            except ssl.SSLWantReadError:
+                pass
+    bios[2].write(bios[1].read()); bios[0].write(bios[3].read())
+print("trusted" if done == {"c", "s"} else "no handshake")
+"""
+
+
+def test_real_update_ca_certificates_makes_openssl_trust_the_proxy(tmp_path, ca_dir, cert):
+    """The `--root /` path with Debian's own tool, inside a private mount namespace.
+
+    /etc/ssl/certs and /usr/local/share/ca-certificates are bind-mounted copies there, so
+    the host's trust store is never touched; a leaf issued by mitmproxy from the CA must
+    then verify against OpenSSL's default store with no cafile.
+    """
+    from mitmproxy.certs import CertStore
+
+    tool, unshare = shutil.which("update-ca-certificates"), shutil.which("unshare")
+    if os.geteuid() != 0 or not tool or not unshare or not Path("/etc/ssl/certs").is_dir() \
+            or not Path("/usr/local/share/ca-certificates").is_dir():
+        pytest.skip("needs root, unshare and Debian's update-ca-certificates")
+    if subprocess.run([unshare, "-m", "true"], capture_output=True, timeout=10).returncode != 0:
+        pytest.skip("mount namespaces are not permitted here")
+    host_bundle = Path("/etc/ssl/certs/ca-certificates.crt")
+    before = host_bundle.read_bytes() if host_bundle.exists() else None
+    certs, local = tmp_path / "certs", tmp_path / "local"
+    certs.mkdir()
+    subprocess.run(["cp", "-a", "/etc/ssl/certs/.", str(certs)], check=True, timeout=60)
+    local.mkdir()
+    (tmp_path / "hooks").mkdir()
+    entry = CertStore.from_store(shutil.copytree(ca_dir, tmp_path / "ca"), "mitmproxy", 2048).get_cert(
+        "example.test", [x509.DNSName("example.test")])
+    leaf = tmp_path / "leaf.pem"
+    leaf.write_bytes(entry.cert.to_pem() + entry.privatekey.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+    (tmp_path / "check.py").write_text(CHECKER)
+    # The distribution's hooks (e.g. Java's keystore) are not what is under test: skip them.
+    hooks = Path("/etc/ca-certificates/update.d")
+    no_hooks = f" && mount --bind {tmp_path / 'hooks'} {hooks}" if hooks.is_dir() else ""
+    script = (f"mount --make-rprivate / && mount --bind {certs} /etc/ssl/certs"
+              f" && mount --bind {local} /usr/local/share/ca-certificates{no_hooks}"
+              f" && {SH} {SCRIPT} --env-file {tmp_path / 'ca.env'} {cert} >/dev/null"
+              f" && {sys.executable} {tmp_path / 'check.py'} {leaf}")
+    env = {k: v for k, v in os.environ.items() if k not in ("SSL_CERT_FILE", "SSL_CERT_DIR")}
+    r = subprocess.run([unshare, "-m", SH, "-c", script], capture_output=True, text=True, env=env, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "trusted"
+    assert "ran update-ca-certificates" in r.stderr
+    assert (local / "clearwall.crt").read_bytes() == cert.read_bytes()
+    assert "O=Clearwall,CN=Clearwall CA" in subjects(certs / "ca-certificates.crt")
+    if before is not None:
+        assert host_bundle.read_bytes() == before
+    assert not Path("/usr/local/share/ca-certificates/clearwall.crt").exists()
+    # And the same check outside the namespace fails: the host never learnt the CA.
+    outside = subprocess.run([sys.executable, str(tmp_path / "check.py"), str(leaf)],
+                             capture_output=True, text=True, env=env, timeout=30)
+    assert outside.returncode != 0 and "CERTIFICATE_VERIFY_FAILED" in outside.stderr
