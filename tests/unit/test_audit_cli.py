@@ -304,3 +304,30 @@ def test_the_installed_command_exits_1_on_a_broken_chain(tmp_path):
                        capture_output=True, text=True, timeout=60)
     assert p.returncode == 1 and "flows.jsonl:1 (event.id x): no log.hash" in p.stdout
     assert "Traceback" not in p.stderr
+
+
+def _copy(src: Path, dst: Path) -> Path:
+    dst.mkdir()
+    for f in src.iterdir():
+        (dst / f.name).write_bytes(f.read_bytes())
+    return dst
+
+
+def test_a_damaged_archive_is_skipped_with_a_warning(capsys, tmp_path, log_dir):
+    d = _copy(log_dir, tmp_path / "damaged")
+    archive = rotated_files(d)[0].path
+    archive.write_bytes(archive.read_bytes()[:200])
+    code, out, err = run(capsys, "search", "--log-dir", str(d), "--json")
+    got = [r["event"]["id"] for r in json_lines(out)]
+    assert code == 0 and 0 < len(got) < N and got[-1] == f"flow-{N - 1:03d}"
+    assert f"cannot read the rest of {archive}" in err and "Traceback" not in err
+
+
+def test_verify_expect_head(capsys, log_dir):
+    head = json_lines(run(capsys, "tail", "--log-dir", str(log_dir), "--json", "-n", "1")[1])[0]["log"]["hash"]
+    code, out, _ = run(capsys, "verify", "--log-dir", str(log_dir), "--expect-head", head)
+    assert code == 0 and out.startswith("OK")
+    code, out, _ = run(capsys, "verify", "--log-dir", str(log_dir), "--expect-head", "ab" * 32)
+    assert code == 1 and "deleted from the end" in out
+    code, _, err = run(capsys, "verify", "--log-dir", str(log_dir), "--expect-head", "nothex")
+    assert code == 1 and "--expect-head 'nothex' is not a sha256 hash" in err

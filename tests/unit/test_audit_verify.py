@@ -215,3 +215,62 @@ def test_a_sealed_line_is_the_plain_encoding_with_log_last(record):
     assert line == orjson.dumps(parsed) + b"\n"
     assert list(parsed)[-1] == "log" and list(parsed["log"])[-2:] == ["prev_hash", "hash"]
     assert check(parsed) == (GENESIS, digest, True)
+
+
+def test_expect_head_detects_records_deleted_from_the_end(tmp_path):
+    write_log(tmp_path, 6)
+    lines = live_lines(tmp_path)
+    head = orjson.loads(lines[-1])["log"]["hash"]
+    assert verify(tmp_path, expect_head=head).ok
+    assert verify(tmp_path, expect_head=orjson.loads(lines[2])["log"]["hash"]).ok  # an older head is in the chain
+    set_live(tmp_path, lines[:-2])  # the chain alone cannot see this
+    assert verify(tmp_path).ok
+    result = verify(tmp_path, expect_head=head)
+    assert not result.ok and "deleted from the end" in result.breaks[0].problem
+
+
+def test_the_writer_reports_its_head_at_close(tmp_path, caplog):
+    caplog.set_level("INFO", logger="clearwall.audit.writer")
+    write_log(tmp_path, 3)
+    head = orjson.loads(live_lines(tmp_path)[-1])["log"]["hash"]
+    assert f"head hash {head}" in caplog.text
+
+
+def test_a_damaged_archive_is_a_break_not_a_crash(tmp_path):
+    write_log(tmp_path, 30, rotate_bytes=1500)
+    archive = rotated_files(tmp_path)[1].path
+    data = archive.read_bytes()
+    archive.write_bytes(data[: len(data) // 2])  # cut short
+    result = verify(tmp_path)
+    assert not result.ok
+    assert any(b.path == archive and "cannot read the file" in b.problem for b in result.breaks)
+
+
+def test_verify_while_the_writer_rotates_is_not_a_false_alarm(tmp_path):
+    import threading
+
+    w = LogWriter(tmp_path, rotate_bytes=3000, fsync="never")
+    w.start()
+    stop = threading.Event()
+
+    def produce():
+        i = 0
+        while not stop.is_set():
+            try:
+                w.submit(rec(i))
+            except Exception:
+                pass
+            i += 1
+            if i % 20 == 0:
+                stop.wait(0.002)
+
+    t = threading.Thread(target=produce)
+    t.start()
+    try:
+        results = [verify(tmp_path, attempts=5) for _ in range(5)]
+    finally:
+        stop.set()
+        t.join()
+        w.close()
+    assert all(r.ok for r in results), [str(b) for r in results for b in r.breaks]
+    assert w.rotations > 0 and verify(tmp_path).ok

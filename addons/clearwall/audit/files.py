@@ -8,12 +8,16 @@ exist (the plain one is removed right after the .gz is complete).
 from __future__ import annotations
 
 import gzip
+import logging
 import os
 import re
+import zlib
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import IO, Iterator
+
+log = logging.getLogger(__name__)
 
 LIVE = "flows.jsonl"
 _ROTATED = re.compile(r"^flows-(\d{8}T\d{6}\.\d{6}Z)(?:-(\d+))?\.jsonl(\.gz)?$")
@@ -90,6 +94,19 @@ def iter_lines(path: Path) -> Iterator[bytes]:
     """Lines of one file as bytes, newline kept (a missing one marks a truncated last line)."""
     with open_lines(path) as f:
         yield from f
+
+
+def read_lines(path: Path) -> Iterator[bytes]:
+    """iter_lines for review commands: a file that vanished (expired, or compressed meanwhile)
+    or a damaged archive ends early with a warning instead of a traceback."""
+    try:
+        yield from iter_lines(path)
+    except FileNotFoundError:
+        gz = path.with_name(path.name + ".gz")
+        if path.suffix != ".gz" and gz.exists():
+            log.warning("%s was compressed while being read; records after that point are skipped", path)
+    except (OSError, EOFError, zlib.error) as e:
+        log.warning("cannot read the rest of %s (%s); `clearwall logs verify` reports it", path, e)
 
 
 def first_line(path: Path) -> bytes | None:

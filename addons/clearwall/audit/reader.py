@@ -15,7 +15,7 @@ from typing import Callable, Iterator
 import orjson
 
 from clearwall.audit.fields import parse_timestamp
-from clearwall.audit.files import all_files, iter_lines
+from clearwall.audit.files import all_files, read_lines
 
 
 @dataclass(frozen=True)
@@ -33,17 +33,13 @@ def iter_records(log_dir: Path, *, since: float | None = None) -> Iterator[Locat
     for f in all_files(Path(log_dir)):
         if since is not None and not f.live and f.rotated_at < since:
             continue
-        try:
-            lines = iter_lines(f.path)
-            for n, raw in enumerate(lines, 1):
-                try:
-                    record = orjson.loads(raw)
-                except orjson.JSONDecodeError:
-                    continue  # verify reports it; review commands show what can be read
-                if isinstance(record, dict):
-                    yield Located(record, f.path, n)
-        except FileNotFoundError:
-            continue  # rotated or expired while we were reading the directory
+        for n, raw in enumerate(read_lines(f.path), 1):
+            try:
+                record = orjson.loads(raw)
+            except orjson.JSONDecodeError:
+                continue  # verify reports it; review commands show what can be read
+            if isinstance(record, dict):
+                yield Located(record, f.path, n)
 
 
 def get(record: dict, dotted: str):

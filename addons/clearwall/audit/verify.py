@@ -6,13 +6,15 @@ older files, to the last hash of the newest deleted file as noted in retention.j
 
 from __future__ import annotations
 
+import os
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import orjson
 
 from clearwall.audit import chain
-from clearwall.audit.files import all_files, iter_lines
+from clearwall.audit.files import LIVE, all_files, iter_lines
 from clearwall.audit.retention import last_deleted_hash
 
 MAX_BREAKS = 100
@@ -64,8 +66,30 @@ def _problem_for_prev(expected: str, first: bool, anchor: str | None) -> str:
     return "log.prev_hash does not match the previous record's hash: a record was deleted, inserted or reordered before this one"
 
 
-def verify(log_dir: Path) -> Result:
+def _snapshot(log_dir: Path) -> tuple:
+    live = log_dir / LIVE
+    try:
+        size = live.stat().st_size
+    except FileNotFoundError:
+        size = -1
+    return tuple(sorted(os.listdir(log_dir))), size
+
+
+def verify(log_dir: Path, *, expect_head: str | None = None, attempts: int = 3) -> Result:
+    """Verify the whole chain. When it looks broken while the writer changed the directory
+    (a rotation, a line being written), verify again: only a stable break is reported.
+    expect_head: a hash known from elsewhere (e.g. Clearwall's own log at shutdown) that must
+    be in the chain; this detects records deleted from the end of the log."""
     log_dir = Path(log_dir)
+    for _ in range(attempts):
+        before = _snapshot(log_dir)
+        result = _verify_once(log_dir, expect_head)
+        if result.ok or _snapshot(log_dir) == before:
+            return result
+    return result
+
+
+def _verify_once(log_dir: Path, expect_head: str | None) -> Result:
     result = Result()
     anchor = last_deleted_hash(log_dir)
     expected = anchor or chain.GENESIS
@@ -73,6 +97,7 @@ def verify(log_dir: Path) -> Result:
     files = all_files(log_dir)
     result.files = len(files)
     first = True
+    head_seen = expect_head is None or expect_head == expected
 
     def broken(path, n, record, problem):
         event_id = None
@@ -83,10 +108,9 @@ def verify(log_dir: Path) -> Result:
 
     for i, f in enumerate(files):
         last_file = i == len(files) - 1
+        n = 0
         try:
-            lines = iter_lines(f.path)
-            n = 0
-            for n, raw in enumerate(lines, 1):
+            for n, raw in enumerate(iter_lines(f.path), 1):
                 result.records += 1
                 if not raw.endswith(b"\n"):
                     where = "the last line of the log" if last_file else "the last line of this file"
@@ -107,9 +131,14 @@ def verify(log_dir: Path) -> Result:
                     broken(f.path, n, record, _problem_for_prev(expected, first, anchor))
                 first = False
                 expected = digest
-        except (OSError, EOFError) as e:
-            broken(f.path, 0, None, f"cannot read the file: {e}")
+                head_seen = head_seen or digest == expect_head
+        except (OSError, EOFError, zlib.error) as e:
+            broken(f.path, n + 1, None, f"cannot read the file past this line: {e}")
     if result.records == 0:
         result.start = "empty"
     result.head = expected
+    if not head_seen:
+        last = files[-1].path if files else log_dir / LIVE
+        broken(last, result.records, None,
+               f"no record has the expected head hash {expect_head}: records were deleted from the end of the log")
     return result

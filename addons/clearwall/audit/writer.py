@@ -185,6 +185,10 @@ class LogWriter:
         lost = self.queue_depth
         if lost:
             log.error("body log closed with %d record(s) unwritten: %s", lost, self.last_error)
+        else:
+            # Kept outside the log directory (Clearwall's own log), this hash lets
+            # `clearwall logs verify --expect-head` detect records deleted from the end.
+            log.info("body log closed: %d record(s) written, head hash %s", self.records_written, self._prev_hash)
 
     # ----- writer thread -----------------------------------------------------------------
 

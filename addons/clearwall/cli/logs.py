@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import logging
 import os
 import re
 import sys
@@ -14,7 +16,7 @@ import orjson
 from clearwall.audit import display
 from clearwall.audit.errors import AuditError
 from clearwall.audit.fields import parse_timestamp
-from clearwall.audit.files import all_files, iter_lines
+from clearwall.audit.files import all_files, read_lines
 from clearwall.audit.har import write_har
 from clearwall.audit.follow import follow
 from clearwall.audit.reader import Filter, iter_records, parse_status, search
@@ -98,16 +100,13 @@ def _last(log_dir: Path, count: int, flt: Filter) -> list[dict]:
     collected: deque = deque()
     for f in reversed(all_files(log_dir)):
         chunk: deque = deque(maxlen=count)
-        try:
-            for raw in iter_lines(f.path):
-                try:
-                    record = orjson.loads(raw)
-                except orjson.JSONDecodeError:
-                    continue
-                if isinstance(record, dict) and flt.matches(record):
-                    chunk.append(record)
-        except FileNotFoundError:
-            continue
+        for raw in read_lines(f.path):
+            try:
+                record = orjson.loads(raw)
+            except orjson.JSONDecodeError:
+                continue
+            if isinstance(record, dict) and flt.matches(record):
+                chunk.append(record)
         collected.extendleft(reversed(chunk))
         if len(collected) >= count:
             break
@@ -156,7 +155,9 @@ def cmd_stats(args) -> int:
 
 
 def cmd_verify(args) -> int:
-    result = verify(_log_dir(args)).as_dict()
+    if args.expect_head and not re.fullmatch(r"[0-9a-f]{64}", args.expect_head):
+        raise AuditError(f"--expect-head {args.expect_head!r} is not a sha256 hash (64 lower-case hex digits)")
+    result = verify(_log_dir(args), expect_head=args.expect_head).as_dict()
     if args.json:
         _out().write(orjson.dumps(result) + b"\n")
     else:
@@ -179,6 +180,24 @@ def cmd_export(args) -> int:
         write_har(records, _out())
         _out().flush()
     return 0
+
+
+def _warnings_to_stderr(func):
+    """Show the audit package's warnings (a damaged archive skipped) to the operator."""
+
+    @functools.wraps(func)
+    def wrapper(args) -> int:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("clearwall: warning: %(message)s"))
+        handler.setLevel(logging.WARNING)
+        logger = logging.getLogger("clearwall.audit")
+        logger.addHandler(handler)
+        try:
+            return func(args)
+        finally:
+            logger.removeHandler(handler)
+
+    return wrapper
 
 
 def _common(p, *, filters: bool) -> None:
@@ -208,29 +227,31 @@ def register(sub) -> None:
     _common(t, filters=True)
     t.add_argument("-f", "--follow", action="store_true", help="keep printing new records")
     t.add_argument("-n", "--lines", type=int, default=20, help="records to show first (default 20)")
-    t.set_defaults(func=cmd_tail)
+    t.set_defaults(func=_warnings_to_stderr(cmd_tail))
 
     s = cmds.add_parser("search", help="records matching every filter given")
     _common(s, filters=True)
     s.add_argument("--limit", type=int, default=0, help="stop after this many records")
-    s.set_defaults(func=cmd_search)
+    s.set_defaults(func=_warnings_to_stderr(cmd_search))
 
     sh = cmds.add_parser("show", help="every record with this event.id, in full")
     _common(sh, filters=False)
     sh.add_argument("event_id", metavar="EVENT_ID")
-    sh.set_defaults(func=cmd_show)
+    sh.set_defaults(func=_warnings_to_stderr(cmd_show))
 
     st = cmds.add_parser("stats", help="counts: blocked, rate-limited, auth failures, upstream errors, top rules/clients/hosts")
     _common(st, filters=True)
     st.add_argument("--top", type=int, default=10, help="entries in each top list (default 10)")
-    st.set_defaults(func=cmd_stats)
+    st.set_defaults(func=_warnings_to_stderr(cmd_stats))
 
     v = cmds.add_parser("verify", help="check the hash chain; exit 1 naming the first broken record")
     _common(v, filters=False)
-    v.set_defaults(func=cmd_verify)
+    v.add_argument("--expect-head", metavar="HASH",
+                   help="a log.hash recorded elsewhere (e.g. at shutdown) that must be in the chain")
+    v.set_defaults(func=_warnings_to_stderr(cmd_verify))
 
     e = cmds.add_parser("export", help="export records (filtered) as HAR 1.2")
     _common(e, filters=True)
     e.add_argument("--har", action="store_true", help="HAR 1.2 (the only format)")
     e.add_argument("--out", help="output file (default standard output)")
-    e.set_defaults(func=cmd_export)
+    e.set_defaults(func=_warnings_to_stderr(cmd_export))
