@@ -51,7 +51,7 @@ _NEGATED = {
     C.CATEGORY_NOT_WORD: C.CATEGORY_WORD,
 }
 # Syntax that sre would parse differently from `regex` (POSIX classes, fuzzy constraints).
-_SUSPECT = re.compile(r"\[:\^?[a-z]+:\]|\{[^}]*[a-z<]")
+_SUSPECT = re.compile(r"\[:\^?[a-z]+:\]|(?<!\\)\{[\d\s,+*<=>eidsc]*[eidsc][\d\s,+*<=>eidsc]*\}")
 
 
 class Unrelaxable(ValueError):

@@ -1,0 +1,165 @@
+"""Scanner behaviour: construction errors, targets, secret groups, limits, timeouts, threads."""
+
+from __future__ import annotations
+
+import importlib.util
+import threading
+import time
+
+import pytest
+
+from clearwall.content.errors import ContentError, PatternError, ScanTimeout
+from clearwall.content.scanner import Scanner
+from clearwall.content.spec import FilterSpec, Match
+
+HAVE_HYPERSCAN = importlib.util.find_spec("hyperscan") is not None
+ENGINES = ["regex", pytest.param("hyperscan", marks=pytest.mark.skipif(not HAVE_HYPERSCAN, reason="no hyperscan"))]
+BODY = frozenset({"request.body"})
+
+AWS = FilterSpec("aws", r"\b(?:AKIA|ASIA)[A-Z2-7]{16}\b", where=frozenset({"request.body", "request.url"}))
+EMAIL = FilterSpec("email", r"[\w.+-]+@[\w-]+\.[\w.]+", where=BODY, action="redact")
+PASSWORD = FilterSpec("password", r"password=(?P<secret>\S{4,40})", where=BODY, validate="entropy:2.5")
+INJECTION = FilterSpec("inject", r"(?i)ignore previous instructions", where=frozenset({"response.body"}), action="alert")
+ALL = [AWS, EMAIL, PASSWORD, INJECTION]
+KEY = "AKIA" + "BCDEFGHIJKLMNOP2"
+
+
+@pytest.fixture(params=ENGINES)
+def engine(request):
+    return request.param
+
+
+def test_matches_carry_filter_action_target_and_offsets(engine):
+    text = f"id {KEY} mail bob@corp.io"
+    got = Scanner(ALL, engine=engine).scan(text, "request.body")
+    assert got == [
+        Match("aws", "block", "request.body", 3, 23),
+        Match("email", "redact", "request.body", 29, 40),
+    ]
+    assert text[3:23] == KEY
+
+
+@pytest.mark.parametrize(
+    "target, expected",
+    [
+        ("request.body", ["aws", "email"]),
+        ("request.url", ["aws"]),
+        ("response.body", []),
+        ("request.body|base64", ["aws", "email"]),
+    ],
+    ids=["body-gets-body-filters", "url-gets-url-filters", "response-gets-none", "variant-uses-base-target"],
+)
+def test_only_filters_for_the_target_apply(engine, target, expected):
+    got = Scanner(ALL, engine=engine).scan(f"{KEY} a@b.io", target)
+    assert [m.filter for m in got] == expected
+    assert {m.target for m in got} <= {target}
+
+
+def test_secret_group_is_what_is_located_and_validated(engine):
+    scanner = Scanner([PASSWORD], engine=engine)
+    text = "password=Xk9!qLm2 password=aaaaaaaa"
+    got = scanner.scan(text, "request.body")
+    assert [(text[m.start : m.end]) for m in got] == ["Xk9!qLm2"]  # the repetitive one fails entropy
+
+
+def test_every_non_overlapping_match_of_a_filter_is_reported(engine):
+    got = Scanner([AWS], engine=engine).scan(" ".join([KEY] * 5), "request.body")
+    assert len(got) == 5 and len({m.start for m in got}) == 5
+
+
+def test_a_pattern_that_does_not_compile_names_its_filter():
+    with pytest.raises(PatternError, match="filter 'broken'"):
+        Scanner([FilterSpec("broken", "(unclosed")])
+
+
+def test_an_unknown_validator_names_its_filter():
+    with pytest.raises(PatternError, match="filter 'v'.*unknown validator"):
+        Scanner([FilterSpec("v", "x", validate="crc32")])
+
+
+def test_duplicate_filter_names_are_refused():
+    with pytest.raises(PatternError, match="unique"):
+        Scanner([AWS, AWS])
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [{"engine": "fast"}, {"timeout": 0}, {"overlap": 63}, {"max_hits": 0}],
+    ids=["unknown-engine", "zero-timeout", "tiny-overlap", "zero-hits"],
+)
+def test_bad_limits_are_refused(kwargs):
+    with pytest.raises(ValueError):
+        Scanner(ALL, **kwargs)
+
+
+def test_limits_at_their_boundary_are_accepted():
+    s = Scanner(ALL, timeout=0.001, overlap=64, max_hits=1)
+    assert s.overlap == 64 and s.max_hits == 1
+
+
+@pytest.mark.skipif(HAVE_HYPERSCAN, reason="only meaningful without hyperscan")
+def test_asking_for_hyperscan_without_it_is_an_error():  # pragma: no cover
+    with pytest.raises(ContentError):
+        Scanner(ALL, engine="hyperscan")
+
+
+def test_engine_description_names_the_engine(engine):
+    description = Scanner(ALL, engine=engine).engine_description
+    assert description.startswith("hyperscan" if engine == "hyperscan" else "regex")
+
+
+def test_regex_only_filters_are_named_in_the_description():
+    if not HAVE_HYPERSCAN:
+        pytest.skip("no hyperscan")
+    fuzzy = FilterSpec("fuzzy", r"(?:secret){e<=1}", where=BODY)
+    scanner = Scanner([AWS, fuzzy], engine="hyperscan")
+    assert "regex alone for: fuzzy" in scanner.engine_description
+    assert [m.filter for m in scanner.scan("my secrat", "request.body")] == ["fuzzy"]
+
+
+@pytest.mark.parametrize("timeout", [0.05, 0.2])
+def test_catastrophic_backtracking_times_out_within_about_the_limit(engine, timeout):
+    scanner = Scanner([FilterSpec("bad", r"(a+)+$", where=BODY)], engine=engine, timeout=timeout)
+    start = time.monotonic()
+    with pytest.raises(ScanTimeout):
+        scanner.scan("a" * 50000 + "!", "request.body")
+    assert time.monotonic() - start < timeout * 3 + 0.1
+
+
+def test_a_quick_scan_fits_a_small_budget(engine):
+    scanner = Scanner([FilterSpec("bad", r"(a+)+$", where=BODY)], engine=engine, timeout=0.05)
+    assert scanner.scan("a" * 10 + "!", "request.body") == []
+
+
+@pytest.mark.parametrize("max_hits", [1, 2, 4096])
+def test_too_many_prefilter_hits_fall_back_to_the_same_answer(engine, max_hits):
+    text = " ".join(f"u{i}@corp{i}.io" for i in range(50))
+    ref = Scanner([EMAIL], engine="regex").scan(text, "request.body")
+    assert Scanner([EMAIL], engine=engine, max_hits=max_hits).scan(text, "request.body") == ref
+    assert len(ref) == 50
+
+
+def test_non_ascii_text_is_scanned_with_character_offsets(engine):
+    text = "日本語 ümlaut " + KEY + " é"
+    got = Scanner([AWS], engine=engine).scan(text, "request.body")
+    assert [text[m.start : m.end] for m in got] == [KEY]
+
+
+def test_one_scanner_serves_many_threads(engine):
+    scanner = Scanner(ALL, engine=engine)
+    texts = [f"{'x' * i} {KEY} u{i}@corp.io password=Zq{i}x!Lm9" for i in range(40)]
+    expected = [scanner.scan(t, "request.body") for t in texts]
+    errors: list[str] = []
+
+    def worker():
+        for _ in range(20):
+            for t, want in zip(texts, expected):
+                if scanner.scan(t, "request.body") != want:
+                    errors.append(t)
+
+    threads = [threading.Thread(target=worker) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
