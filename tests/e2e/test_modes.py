@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.helpers import raw_connect, refusal, via_curl
+from tests.e2e.helpers import raw_connect, refusal, session, via_curl
 from tests.support.proxy import free_port, wait_port
 
 REPORT_RULES = """
@@ -120,3 +120,21 @@ def test_mitmdump_refuses_to_start_when_it_would_generate_its_own_ca(tmp_path, p
                          capture_output=True, timeout=60, cwd=tmp_path)
     assert out.returncode != 0
     assert b"generated a new CA" in out.stdout + out.stderr
+
+
+def test_sigterm_shuts_down_cleanly_and_every_completed_request_has_its_record(make_proxy, pki, upstream, curl):
+    proxy = make_proxy(REPORT_RULES.replace("  mode: report\n", "").format(ca=pki.ca_pem, port=upstream.port))
+    n = 12
+    s = session(proxy)
+    connections_before = len(upstream.connections)
+    for i in range(n):
+        try:
+            assert s.get(f"https://api.example.test:{upstream.port}/v1/item/{i}", timeout=10).status_code == 200
+        except Exception:
+            raise AssertionError(f"request {i} failed; proxy log:\n{proxy.stderr}")
+    s.close()
+    # One client connection, one upstream connection: pinning the checked address keeps reuse.
+    assert len(upstream.connections) - connections_before == 1
+    assert proxy.stop() == 0
+    urls = [r["url"]["full"] for r in proxy.records() if "url" in r]
+    assert sorted(urls) == sorted(f"https://api.example.test:{upstream.port}/v1/item/{i}" for i in range(n))

@@ -8,6 +8,7 @@ JSON document.
 from __future__ import annotations
 
 import json
+import socket
 import ssl
 import threading
 import time
@@ -45,6 +46,12 @@ class _Handler(BaseHTTPRequestHandler):
 
     def log_message(self, *args) -> None:  # quiet
         pass
+
+    def setup(self) -> None:
+        super().setup()
+        # Headers and body go out in separate writes; without NODELAY each response waits ~40 ms.
+        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.server.owner.connections.append(self.client_address)
 
     def _read_body(self) -> bytes:
         if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
@@ -99,6 +106,7 @@ class Upstream:
 
     def __init__(self, pki: TestPKI | None, routes: dict[str, Callable[[RecordedRequest], Reply]] | None = None) -> None:
         self.requests: list[RecordedRequest] = []
+        self.connections: list[tuple[str, int]] = []  # one entry per TCP connection accepted
         self.routes = dict(routes or {})
         self._server = _Server(("127.0.0.1", 0), _Handler)
         self._server.owner = self

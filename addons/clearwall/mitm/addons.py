@@ -16,6 +16,7 @@ from clearwall.mitm.upstream import Upstream
 
 def make_addons(runtime: Runtime | None = None) -> list[object]:
     runtime = runtime or Runtime()
+    # One line per addon; keep the order (see the module docstring).
     return [
         Core(runtime),
         LogGate(runtime),

@@ -18,6 +18,9 @@ class Runtime:
     listen: tuple[str, int] | None = None  # our own address: never a destination (no loops)
     admin: tuple[str, int] | None = None  # admin endpoint address (None: off)
     ca_dir: Path | None = None  # a CA directory `clearwall run` created or verified itself
+    limiter: Any = None  # clearwall.ratelimit.RateLimiter for the rules in force
+    metrics: Any = None  # clearwall.mitm.metrics registry holder, when metrics are on
+    last_reload_error: str | None = None  # shown under /rules; the rules in force stay
 
     def require_rules(self) -> RuleSet:
         if self.rules is None:

@@ -77,6 +77,7 @@ class Upstream:
     def __init__(self, runtime: Runtime, resolver: Resolver | None = None) -> None:
         self.runtime = runtime
         self.resolver = resolver or Resolver()
+        self._pinned: dict[str, tuple[str, int]] = {}  # server connection id -> (name, port)
 
     @guarded
     async def requestheaders(self, flow: http.HTTPFlow) -> None:
@@ -108,5 +109,20 @@ class Upstream:
             return
         if parse_ip(host) is None:
             if data.server.sni is None:
-                data.server.sni = host
+                data.server.sni = host  # certificate verification stays on the name
+            self._pinned[data.server.id] = (host, port)
             data.server.address = (addrs[0], port)
+
+    @guarded
+    def server_connected(self, data: ServerConnectionHookData) -> None:
+        # mitmproxy reuses an upstream connection only when its address equals the request's
+        # (host, port); with the checked IP left in place every request would open a new one.
+        # Connected, `address` is only bookkeeping (`peername` holds the IP actually reached);
+        # mitmproxy refuses the assignment on an open connection, hence object.__setattr__.
+        original = self._pinned.pop(data.server.id, None)
+        if original is not None:
+            object.__setattr__(data.server, "address", original)
+
+    @guarded
+    def server_connect_error(self, data: ServerConnectionHookData) -> None:
+        self._pinned.pop(data.server.id, None)
