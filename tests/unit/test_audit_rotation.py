@@ -212,3 +212,18 @@ def test_rotated_names_sort_in_time_order():
     assert [n for _, n in parsed] == [rotated_name(NOON), rotated_name(NOON, 2), rotated_name(NOON, 10), rotated_name(NOON + 1)]
     assert parse_rotated("flows.jsonl") is None
     assert parse_rotated("other-20261122T000000.000000Z.jsonl") is None
+
+
+def test_rotation_names_keep_time_order_when_the_clock_steps_back(tmp_path):
+    clock = Clock(NOON)
+    w = LogWriter(tmp_path, clock=clock, rotate_bytes=400)
+    w.start()
+    for i, t in enumerate([NOON, NOON, NOON - 3600, NOON - 7200, NOON + 5]):
+        clock.t = t
+        w.submit(rec(i))
+        wait_written(w, i + 1)
+    w.close()
+    assert ids(tmp_path) == ["e0", "e1", "e2", "e3", "e4"]
+    assert verify(tmp_path).ok
+    names = [f.path.name for f in rotated_files(tmp_path)]
+    assert len(names) == 4 and len(set(names)) == 4

@@ -553,3 +553,12 @@ def test_ensure_passes_name_days_and_key_to_a_new_ca(tmp_path):
     info, created = ca.ensure_ca(tmp_path, name="Replica CA", days=7, key="rsa", clock=fixed(NOW))
     assert created and "CN=Replica CA" in info.subject and info.key_type == "RSA 3072"
     assert info.not_after == NOW + dt.timedelta(days=7)
+
+
+@pytest.mark.parametrize("days_left, warned", [(29, True), (30, False)])
+def test_ensure_warns_when_the_ca_is_about_to_expire(tmp_path, caplog, days_left, warned):
+    info = ca.init_ca(tmp_path, days=100, clock=fixed(NOW))
+    at = fixed(info.not_after - dt.timedelta(days=days_left, hours=1))
+    with caplog.at_level("WARNING", logger="clearwall.ca"):
+        ca.ensure_ca(tmp_path, clock=at, warn_days=30)
+    assert any("expires in" in r.getMessage() for r in caplog.records) is warned

@@ -32,6 +32,7 @@ _BINARY_TYPES = frozenset(
 )
 
 
+@lru_cache(maxsize=256)
 def is_binary_type(content_type: str | None) -> bool:
     """True when a Content-Type names a binary format, so the body is logged as base64."""
     if not content_type:
@@ -128,7 +129,7 @@ def redact_headers(
     Values of headers named in `names` (case-insensitive), and of any header whose value
     contains one of `secrets` (injected credentials), become [REDACTED].
     """
-    redact = {n.lower() for n in names}
+    redact = _lowered(names) if isinstance(names, frozenset) else {n.lower() for n in names}
     secrets = tuple(s for s in secrets if s)
     out: dict[str, list[str] | str] = {}
     for name, value in headers:
@@ -148,6 +149,11 @@ def redact_headers(
 @lru_cache(maxsize=1024)
 def _second(second: int) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S.", time.gmtime(second))
+
+
+@lru_cache(maxsize=64)
+def _lowered(names: frozenset[str]) -> frozenset[str]:
+    return frozenset(n.lower() for n in names)
 
 
 def iso_timestamp(epoch: float) -> str:

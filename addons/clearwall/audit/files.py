@@ -50,6 +50,19 @@ def rotated_name(epoch: float, seq: int = 0, *, gz: bool = False) -> str:
     return f"flows-{stamp(epoch)}{suffix}.jsonl" + (".gz" if gz else "")
 
 
+def next_rotated_name(log_dir: Path, now: float) -> str:
+    """The name for a rotation at `now` that sorts after every existing rotated file, even
+    when the clock stepped back or two rotations share a microsecond (a sequence suffix)."""
+    files = rotated_files(log_dir)
+    if files:
+        newest = files[-1]
+        stamp_now = parse_rotated(rotated_name(now))[0]
+        if newest.rotated_at >= stamp_now:
+            m = _ROTATED.match(newest.path.name)
+            return f"flows-{m.group(1)}-{newest.seq + 1}.jsonl"
+    return rotated_name(now)
+
+
 def parse_rotated(name: str) -> tuple[float, int, bool] | None:
     """(rotation epoch, sequence, compressed) of a rotated file name, None for other names."""
     m = _ROTATED.match(name)

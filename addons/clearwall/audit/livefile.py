@@ -14,7 +14,7 @@ from collections import deque
 from pathlib import Path
 from typing import Any, Callable
 
-from clearwall.audit.files import LIVE, rotated_name
+from clearwall.audit.files import LIVE, next_rotated_name
 from clearwall.audit.rotation import Housekeeper
 
 log = logging.getLogger(__name__)
@@ -129,12 +129,7 @@ class LiveFile:
         """flows.jsonl → flows-<now>.jsonl (compressed later by the housekeeper)."""
         self.sync()
         self.close()
-        seq = 0
-        while True:
-            target = self.log_dir / rotated_name(now, seq)
-            if not target.exists() and not target.with_name(target.name + ".gz").exists():
-                break
-            seq += 1
+        target = self.log_dir / next_rotated_name(self.log_dir, now)
         os.rename(self.path, target)
         self.rotations += 1
         self.file_day = None

@@ -138,8 +138,13 @@ def _base(ex: Exchange) -> dict:
     }
 
 
-def _http_part(ex: Exchange, headers, body) -> dict:
-    part: dict = {"headers": redact_headers(headers, ex.redact, ex.secrets) if headers else None}
+def _http_part(ex: Exchange, first_key: str, first, headers, body) -> dict:
+    # Built without empty parts, so the (large) body objects never go through _prune.
+    part: dict = {}
+    if first is not None:
+        part[first_key] = first
+    if headers:
+        part["headers"] = redact_headers(headers, ex.redact, ex.secrets)
     if body is not None:
         part["body"] = body_field(
             body,
@@ -150,8 +155,20 @@ def _http_part(ex: Exchange, headers, body) -> dict:
     return part
 
 
+def _http(ex: Exchange) -> dict:
+    http: dict = {}
+    if ex.http_version:
+        http["version"] = ex.http_version
+    request = _http_part(ex, "method", ex.method, ex.request_headers, ex.request_body)
+    if request:
+        http["request"] = request
+    response = _http_part(ex, "status_code", ex.status, ex.response_headers, ex.response_body)
+    if response:
+        http["response"] = response
+    return http
+
+
 def _finish(record: dict, ex: Exchange) -> dict:
-    record = _prune(record)
     for key, value in ex.extra.items():
         if isinstance(value, dict) and isinstance(record.get(key), dict):
             record[key] = {**record[key], **value}
@@ -165,12 +182,10 @@ def _finish(record: dict, ex: Exchange) -> dict:
 
 def build_record(ex: Exchange) -> dict:
     """The log record of one HTTP exchange (with its WebSocket messages, if any)."""
-    record = _base(ex)
-    request = _http_part(ex, ex.request_headers, ex.request_body)
-    request["method"] = ex.method
-    response = _http_part(ex, ex.response_headers, ex.response_body)
-    response["status_code"] = ex.status
-    record["http"] = {"version": ex.http_version, "request": request, "response": response}
+    record = _prune(_base(ex))
+    http = _http(ex)
+    if http:
+        record["http"] = http
     if ex.messages:
         record["websocket"] = {"messages": [_message(ex, m) for m in ex.messages]}
     return _finish(record, ex)
@@ -217,7 +232,7 @@ def connect_record(
         client_label=client_label, dest_domain=dest_domain, dest_ip=dest_ip, dest_port=dest_port,
         extra=extra or {},
     )
-    record = _base(ex)
+    record = _prune(_base(ex))
     record["http"] = {"request": {"method": "CONNECT"}, "response": {"status_code": status}}
     return _finish(record, ex)
 
@@ -251,9 +266,8 @@ def tunnel_record(
         dest_ip=dest_ip, dest_port=dest_port, sni=sni, extra=extra or {},
     )
     record = _base(ex)
-    # ECS names bytes sent by the client `source.bytes`/`client.bytes` and by the server
-    # `destination.bytes`.
+    # ECS names bytes sent by the client `client.bytes` and by the server `destination.bytes`.
     record["client"]["bytes"] = bytes_up
     record["destination"]["bytes"] = bytes_down
     record["network"] = {"transport": "tcp", "type": "tls-passthrough"}
-    return _finish(record, ex)
+    return _finish(_prune(record), ex)
