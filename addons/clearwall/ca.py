@@ -44,6 +44,7 @@ PUBLIC_FILES = (CERT_FILE, CER_FILE, CERT_P12_FILE, DHPARAM_FILE)
 CA_FILES = KEY_FILES + PUBLIC_FILES
 
 MAX_DAYS = 36500
+EXPIRY_WARNING_DAYS = 30  # ensure_ca warns when the CA has fewer days left than this
 RSA_BITS = 3072
 # RFC 7919 ffdhe3072: a published, vetted group, so nothing has to be generated at start-up.
 FFDHE3072_PEM = b"""-----BEGIN DH PARAMETERS-----
@@ -348,7 +349,7 @@ def export_cert(
 
 def ensure_ca(
     directory: Path, *, name: str = "Clearwall CA", days: int = 3650, key: str = "ec",
-    clock: Clock = _utcnow,
+    clock: Clock = _utcnow, warn_days: int = EXPIRY_WARNING_DAYS,
 ) -> tuple[CAInfo, bool]:
     """Create a CA if `directory` has none, else validate it; returns (info, created).
 
@@ -370,7 +371,18 @@ def ensure_ca(
                 created = True
     if not created:
         _complete_public_files(directory, _load(directory, clock)[1])
-    return ca_info(directory, clock=clock), created
+    info = ca_info(directory, clock=clock)
+    left = expires_in_days(info, clock)
+    if left < warn_days:
+        # Every client must be given a new certificate before this date: say so early.
+        log.warning("the CA in %s expires in %d days (%s); rotate it with "
+                    "`clearwall ca init --force` and redistribute the certificate",
+                    directory, left, f"{info.not_after:%Y-%m-%d}")
+    return info, created
+
+
+def expires_in_days(info: CAInfo, clock: Clock = _utcnow) -> int:
+    return (info.not_after - clock()).days
 
 
 def _complete_public_files(directory: Path, cert: x509.Certificate) -> None:

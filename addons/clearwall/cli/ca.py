@@ -64,7 +64,8 @@ def _describe(info: ca.CAInfo) -> str:
         f"key:         {info.key_type}",
         f"sha256:      {info.fingerprint_sha256}",
         f"valid from:  {info.not_before:%Y-%m-%d %H:%M:%S} UTC",
-        f"valid until: {info.not_after:%Y-%m-%d %H:%M:%S} UTC",
+        f"valid until: {info.not_after:%Y-%m-%d %H:%M:%S} UTC "
+        f"({ca.expires_in_days(info)} days left)",
     ])
 
 
