@@ -331,3 +331,10 @@ def test_verify_expect_head(capsys, log_dir):
     assert code == 1 and "deleted from the end" in out
     code, _, err = run(capsys, "verify", "--log-dir", str(log_dir), "--expect-head", "nothex")
     assert code == 1 and "--expect-head 'nothex' is not a sha256 hash" in err
+
+
+def test_a_closed_output_pipe_ends_quietly(log_dir):
+    p = subprocess.run(f"{sys.executable} -m clearwall logs search --json --log-dir {log_dir} | head -n 1",
+                       shell=True, capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0 and len(p.stdout.splitlines()) == 1
+    assert "Traceback" not in p.stderr and "BrokenPipe" not in p.stderr

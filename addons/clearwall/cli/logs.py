@@ -183,7 +183,8 @@ def cmd_export(args) -> int:
 
 
 def _warnings_to_stderr(func):
-    """Show the audit package's warnings (a damaged archive skipped) to the operator."""
+    """Show the audit package's warnings (a damaged archive skipped) to the operator, and
+    end quietly when the output pipe is closed."""
 
     @functools.wraps(func)
     def wrapper(args) -> int:
@@ -194,6 +195,13 @@ def _warnings_to_stderr(func):
         logger.addHandler(handler)
         try:
             return func(args)
+        except BrokenPipeError:
+            # `clearwall logs search | head`: the reader left; stop quietly, like grep does.
+            try:
+                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            except (OSError, ValueError, AttributeError):
+                pass
+            return 0
         finally:
             logger.removeHandler(handler)
 
