@@ -460,3 +460,19 @@ def test_shlex_safe_commands_in_manifests(compose, k8s):
     for s in scripts:
         shlex.split(s)
         assert subprocess.run(["sh", "-n", "-c", s], timeout=10).returncode == 0, s
+
+
+def test_proxy_egress_excludes_private_and_metadata_ranges(k8s):
+    pol = k8s[("NetworkPolicy", "clearwall-proxy-egress")]
+    proxy_pod = k8s[("Deployment", "clearwall")]["spec"]["template"]["metadata"]["labels"]
+    assert labels_match(pol["spec"]["podSelector"], proxy_pod)
+    dns, redis, public = pol["spec"]["egress"]
+    assert {p["port"] for p in dns["ports"]} == {53}
+    assert redis["to"][0]["podSelector"]["matchLabels"]["app.kubernetes.io/name"] == "redis"
+    blocks = [peer["ipBlock"] for peer in public["to"]]
+    v4 = next(b for b in blocks if b["cidr"] == "0.0.0.0/0")
+    excluded = [ipaddress.ip_network(c) for b in blocks for c in b["except"]]
+    for addr in ("169.254.169.254", "10.96.0.1", "172.17.0.1", "192.168.1.1", "127.0.0.1",
+                 "100.100.100.200", "fd00::1", "fe80::1", "::1"):
+        assert any(ipaddress.ip_address(addr) in n for n in excluded), addr
+    assert not any(ipaddress.ip_address("140.82.112.6") in ipaddress.ip_network(c) for c in v4["except"])
