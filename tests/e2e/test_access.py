@@ -181,3 +181,28 @@ def test_plain_http_absolute_form_goes_through_the_same_rules(proxy, plain_upstr
     status, _, body = via_curl(curl, proxy, f"http://other.example.test:{plain_upstream.port}/x")
     assert status == 403 and refusal(body)["rule"] == "default"
     assert len(plain_upstream.requests) == before
+
+
+def test_compressed_and_binary_bodies_are_logged_decoded_or_base64(proxy, upstream):
+    import gzip
+
+    from tests.support.upstream import Reply
+
+    doc = b'{"items": ["' + b"x" * 5000 + b'"]}'
+    upstream.routes["/repos/gz"] = lambda req: Reply(200, gzip.compress(doc), {
+        "Content-Type": "application/json", "Content-Encoding": "gzip"})
+    upstream.routes["/repos/bin"] = lambda req: Reply(200, bytes(range(256)), {"Content-Type": "application/octet-stream"})
+    s = session(proxy)
+    r = s.get(f"https://api.example.test:{upstream.port}/repos/gz", timeout=10)
+    assert r.status_code == 200 and r.content == doc  # the client still gets the encoded body, decoded by requests
+    assert s.get(f"https://api.example.test:{upstream.port}/repos/bin", timeout=10).content == bytes(range(256))
+    import time
+    deadline = time.monotonic() + 5
+    by_path = {}
+    while time.monotonic() < deadline and len(by_path) < 2:
+        by_path = {r["url"]["full"].rsplit("/", 1)[1]: r for r in proxy.records() if r.get("url", {}).get("full", "").startswith(f"https://api.example.test:{upstream.port}/repos/") and r["url"]["full"].rsplit("/", 1)[1] in ("gz", "bin")}
+        time.sleep(0.05)
+    gz = by_path["gz"]["http"]["response"]["body"]
+    assert gz["content"] == doc.decode() and gz["encoding"] == "utf-8" and gz["bytes"] == len(doc)
+    binary = by_path["bin"]["http"]["response"]["body"]
+    assert binary["encoding"] == "base64" and binary["bytes"] == 256

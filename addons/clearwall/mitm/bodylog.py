@@ -14,7 +14,9 @@ import time
 from mitmproxy import http
 
 from clearwall.audit.errors import AuditError
-from clearwall.audit.record import Exchange, connect_record
+from clearwall.audit.record import Exchange, build_record, connect_record
+from clearwall.content.decode import decode_content
+from clearwall.content.errors import ContentError
 from clearwall.mitm import respond
 from clearwall.mitm.guard import guarded
 from clearwall.mitm.runtime import Runtime
@@ -36,6 +38,32 @@ def _action(st: FlowState, error: bool) -> tuple[str, str | None]:
     if st.would_block:
         return "would_block", st.would_block[0].kind
     return ("redacted" if st.redacted else "allowed"), None
+
+
+# Decoding for the log is bounded like decoding for the filters: a body that decodes past this
+# is logged as sent (base64 of the encoded bytes) with a note, never expanded without limit.
+_LOG_DECODE_MAX = 64 * 1024 * 1024
+
+
+def _decoded(body: bytes | None, headers: list[tuple[str, str]], notes: dict, side: str) -> bytes | None:
+    encoding = ", ".join(v for k, v in headers if k.lower() == "content-encoding")
+    if not body or not encoding.strip() or encoding.strip().lower() == "identity":
+        return body
+    try:
+        return decode_content(body, encoding, max_size=_LOG_DECODE_MAX)
+    except (ContentError, ValueError) as e:
+        notes[side] = f"body kept as sent ({encoding}): {e}"
+        return body
+
+
+def _build(ex: Exchange) -> dict:
+    """Runs in the writer thread: decompression never happens on the event loop."""
+    notes: dict[str, str] = {}
+    ex.request_body = _decoded(ex.request_body, ex.request_headers, notes, "request")
+    ex.response_body = _decoded(ex.response_body, ex.response_headers, notes, "response")
+    if notes:
+        ex.extra.setdefault("clearwall", {})["decode_errors"] = notes
+    return build_record(ex)
 
 
 def _rules(st: FlowState) -> list[str]:
@@ -153,4 +181,4 @@ class BodyLog:
         if st.would_block:
             ex.extra["clearwall"] = {"would_block": [
                 {"kind": r.kind, "rule": r.rule, "message": r.message} for r in st.would_block]}
-        self._submit(ex)
+        self._submit(lambda: _build(ex))
