@@ -74,22 +74,6 @@ class Exchange:
     secrets: tuple[str, ...] = ()
 
 
-def _prune(d: dict) -> dict:
-    """d without None, empty dicts and empty lists, recursively (False, 0 and "" stay)."""
-    out = {}
-    for k, v in d.items():
-        if v is None:
-            continue
-        if type(v) is dict:
-            v = _prune(v)
-            if not v:
-                continue
-        elif type(v) is list and not v:
-            continue
-        out[k] = v
-    return out
-
-
 def _content_type(headers: list[tuple[str, str]]) -> str | None:
     for name, value in headers:
         if name.lower() == "content-type":
@@ -107,39 +91,38 @@ def _check_action(action: str) -> None:
         raise ValueError(f"event.action must be one of {sorted(ACTIONS)}, not {action!r}")
 
 
+def _obj(**fields) -> dict:
+    """A dict of the fields that are known (not None, not empty)."""
+    return {k: v for k, v in fields.items() if v is not None and v != {} and v != []}
+
+
 def _base(ex: Exchange) -> dict:
+    """The parts every record shape shares, already without empty parts."""
     _check_action(ex.action)
-    return {
+    record = {
         "@timestamp": iso_timestamp(ex.timestamp),
-        "event": {
-            "id": ex.flow_id,
-            "action": ex.action,
-            "reason": ex.reason,
-            "duration": _duration_ns(ex.duration),
-        },
-        "rule": {"name": list(ex.rules), "ruleset": ex.ruleset},
-        "client": {
-            "ip": ex.client_ip,
-            "port": ex.client_port,
-            "user": {"name": ex.client_user},
-        },
-        "labels": {"client": ex.client_label},
-        "destination": {"domain": ex.dest_domain, "ip": ex.dest_ip, "port": ex.dest_port},
-        "url": {"full": ex.url},
-        "tls": {"client": {"server_name": ex.sni}},
-        "mcp": {"method": ex.mcp_method, "tool": ex.mcp_tool, "id": ex.mcp_id},
+        "event": _obj(id=ex.flow_id, action=ex.action, reason=ex.reason, duration=_duration_ns(ex.duration)),
+        "rule": _obj(name=list(ex.rules), ruleset=ex.ruleset),
+        "client": _obj(ip=ex.client_ip, port=ex.client_port,
+                       user={"name": ex.client_user} if ex.client_user is not None else None),
+        "labels": _obj(client=ex.client_label),
+        "destination": _obj(domain=ex.dest_domain, ip=ex.dest_ip, port=ex.dest_port),
+        "url": _obj(full=ex.url),
+        "tls": {"client": {"server_name": ex.sni}} if ex.sni is not None else None,
+        "mcp": _obj(method=ex.mcp_method, tool=ex.mcp_tool, id=ex.mcp_id),
         # Only where and which rule matched: the matched text itself may be the secret.
         "clearwall": {
             "matches": [
                 {"rule": m.get("rule"), "where": m.get("where"), "action": m.get("action")}
                 for m in ex.matches
             ]
-        },
+        } if ex.matches else None,
     }
+    return {k: v for k, v in record.items() if v}
 
 
 def _http_part(ex: Exchange, first_key: str, first, headers, body) -> dict:
-    # Built without empty parts, so the (large) body objects never go through _prune.
+    # Built without empty parts, like _base: a record says only what is known.
     part: dict = {}
     if first is not None:
         part[first_key] = first
@@ -182,7 +165,7 @@ def _finish(record: dict, ex: Exchange) -> dict:
 
 def build_record(ex: Exchange) -> dict:
     """The log record of one HTTP exchange (with its WebSocket messages, if any)."""
-    record = _prune(_base(ex))
+    record = _base(ex)
     http = _http(ex)
     if http:
         record["http"] = http
@@ -232,7 +215,7 @@ def connect_record(
         client_label=client_label, dest_domain=dest_domain, dest_ip=dest_ip, dest_port=dest_port,
         extra=extra or {},
     )
-    record = _prune(_base(ex))
+    record = _base(ex)
     record["http"] = {"request": {"method": "CONNECT"}, "response": {"status_code": status}}
     return _finish(record, ex)
 
@@ -267,7 +250,7 @@ def tunnel_record(
     )
     record = _base(ex)
     # ECS names bytes sent by the client `client.bytes` and by the server `destination.bytes`.
-    record["client"]["bytes"] = bytes_up
-    record["destination"]["bytes"] = bytes_down
+    record.setdefault("client", {})["bytes"] = bytes_up
+    record.setdefault("destination", {})["bytes"] = bytes_down
     record["network"] = {"transport": "tcp", "type": "tls-passthrough"}
-    return _finish(_prune(record), ex)
+    return _finish(record, ex)
