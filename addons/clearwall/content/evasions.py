@@ -54,6 +54,11 @@ def _as_text(raw: bytes) -> str | None:
     return text if good >= 0.85 * len(text) else None
 
 
+def _score(text: str) -> float:
+    """Share of letters, digits and spaces: real text scores high, misaligned decodes low."""
+    return sum(1 for c in text if c.isalnum() or c == " ") / len(text)
+
+
 def percent(text: str) -> str | None:
     if "%" not in text or not _PERCENT.search(text):
         return None
@@ -156,7 +161,9 @@ class Evasions:
                 if urlsafe and b"-" not in run and b"_" not in run:
                     continue  # plain alphanumeric runs were already tried as standard base64
                 seen.add(run)
-                # A run may start mid-group (glued to a prefix): try each alignment.
+                # A run may start mid-group (glued to a prefix): keep the alignment that
+                # decodes to the most printable text.
+                best: tuple[float, str] | None = None
                 for shift in range(4):
                     part = run[shift:]
                     if len(part) % 4 == 1:
@@ -169,8 +176,10 @@ class Evasions:
                     except (binascii.Error, ValueError):
                         continue
                     decoded = _as_text(raw)
-                    if decoded:
-                        found.append(decoded)
+                    if decoded and (best is None or _score(decoded) > best[0]):
+                        best = (_score(decoded), decoded)
+                if best:
+                    found.append(best[1])
         return "\n".join(found) or None
 
     def hex_runs(self, text: str) -> str | None:

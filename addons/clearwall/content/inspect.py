@@ -2,9 +2,10 @@
 
 Decision rules (SPEC §3):
 - any enforce-mode `block` match, literal or in a decoded variant, blocks (`blocked_by`);
-- `redact` matches in the literal text are replaced by `[REDACTED:<filter>]`; a `redact` filter
-  that still matches a decoded variant after that (the value also travels encoded, where it
-  cannot be cut out without corrupting the encoding) blocks instead;
+- `redact` matches in the literal text are replaced by `[REDACTED:<filter>]`; in a JSON body the
+  decoded string values are redacted when escapes hide a match or the span edit would break the
+  JSON; a `redact` filter that still matches any decoded variant after that (the value also
+  travels encoded, where it cannot be cut out) blocks instead;
 - `alert` matches are reported once per filter in `alerts`;
 - report-mode filters refuse and rewrite nothing: their names land in `would_block`.
 - a scan timeout, an undecodable body or any internal failure sets `error` (fail closed).
@@ -143,21 +144,30 @@ def _inspect(scanner, target, text, evasions, extra_variants) -> Inspection:
         return Inspection(blocked_by=blocking[0].filter, **result)
 
     to_redact = [m for m in literal if m.action == "redact" and m.mode == "enforce"]
-    redact_filters = {m.filter for m in enforce if m.action == "redact"}
-    if not redact_filters:
+    if not any(m.action == "redact" for m in enforce):
         return Inspection(**result)
     redacted = redact_spans(text, to_redact) if to_redact else text
-    # An encoded copy survives literal redaction: refuse rather than forward it.
-    if evasions:
-        again = _scan_variants(scanner, target, list(extra_variants) + evasions.variants(redacted))
-        leftover = [m for m in again if m.action == "redact" and m.mode == "enforce"]
-        if leftover:
-            return Inspection(blocked_by=leftover[0].filter, **result)
-    if redacted != text and _looks_like_json(text) and _is_json(text) and not _is_json(redacted):
+    is_json = _looks_like_json(text) and _is_json(text)
+    if is_json and (not _is_json(redacted) or _leftover(scanner, target, redacted, evasions)):
+        # Inside JSON strings, redact the decoded values (escapes and all) and re-serialise.
         redacted = _redact_json(scanner, target, text)
-        if redacted is None or not _is_json(redacted):
+        if redacted is None:
             return Inspection(error=INSPECTION_ERROR, **result)
+    leftover = _leftover(scanner, target, redacted, evasions)
+    if leftover:
+        # An encoded copy survives literal redaction: refuse rather than forward it.
+        return Inspection(blocked_by=leftover[0].filter, **result)
     return Inspection(redacted=redacted if redacted != text else None, **result)
+
+
+def _leftover(scanner, target, text, evasions) -> list[Match]:
+    """Enforce-mode redact matches still present in `text` or in its decoded variants.
+
+    Form-field variants are not rechecked: they were cut from the text before redaction.
+    """
+    variants = evasions.variants(text) if evasions else []
+    again = scanner.scan(text, target) + _scan_variants(scanner, target, variants)
+    return [m for m in again if m.action == "redact" and m.mode == "enforce"]
 
 
 def _is_json(text: str) -> bool:
