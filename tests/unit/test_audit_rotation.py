@@ -227,3 +227,23 @@ def test_rotation_names_keep_time_order_when_the_clock_steps_back(tmp_path):
     assert verify(tmp_path).ok
     names = [f.path.name for f in rotated_files(tmp_path)]
     assert len(names) == 4 and len(set(names)) == 4
+
+
+def test_restart_with_an_empty_live_file_continues_from_the_newest_archive(tmp_path):
+    clock = Clock(NOON)
+    w = LogWriter(tmp_path, clock=clock, fsync_interval=0.02)
+    w.start()
+    w.submit(rec(0))
+    wait_written(w, 1)
+    clock.t = NOON + DAY  # the idle writer rotates: the live file is left empty
+    end = time.monotonic() + 5
+    while w.rotations == 0 and time.monotonic() < end:
+        time.sleep(0.01)
+    w.close()
+    assert (tmp_path / "flows.jsonl").stat().st_size == 0
+    w = LogWriter(tmp_path, clock=clock)
+    w.start()
+    w.submit(rec(1))
+    w.close()
+    assert ids(tmp_path) == ["e0", "e1"]
+    assert verify(tmp_path).ok
