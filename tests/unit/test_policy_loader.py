@@ -143,7 +143,7 @@ def test_includes_load_pattern_libraries_with_their_own_locations(tmp_path):
           "patterns/lib.yaml")
     rules = load_rules(write(tmp_path, "version: 1\nfilters:\n  - include: patterns/lib.yaml\n"), environ={})
     assert [f.name for f in rules.filters] == ["tok"]
-    assert rules.filters[0].where == ["request.url", "request.headers", "request.body"]
+    assert rules.filters[0].where == ["request.url", "request.headers", "request.body", "mcp.arguments"]
     bad = write(tmp_path, "version: 1\nfilters:\n  - name: t2\n    pattern: '['\n", "patterns/bad.yaml")
     errs = errors_of(write(tmp_path, "version: 1\nfilters:\n  - include: patterns/bad.yaml\n  - include: nope.yaml\n"))
     assert any(e.startswith(f"{bad}:4:5:") for e in errs), errs

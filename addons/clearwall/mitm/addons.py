@@ -9,7 +9,12 @@ from __future__ import annotations
 
 from clearwall.mitm.access import Access
 from clearwall.mitm.bodylog import BodyLog, LogGate
+from clearwall.mitm.content import ContentFilters
 from clearwall.mitm.core import Core
+from clearwall.mitm.admin import Admin
+from clearwall.mitm.metrics import Metrics
+from clearwall.mitm.reload import Reload
+from clearwall.mitm.ratelimit import RateLimits
 from clearwall.mitm.runtime import Runtime
 from clearwall.mitm.upstream import Upstream
 
@@ -19,8 +24,13 @@ def make_addons(runtime: Runtime | None = None) -> list[object]:
     # One line per addon; keep the order (see the module docstring).
     return [
         Core(runtime),
+        Reload(runtime),
+        Admin(runtime),
         LogGate(runtime),
         Access(runtime),
         Upstream(runtime),
+        RateLimits(runtime),
+        ContentFilters(runtime),
+        Metrics(runtime),
         BodyLog(runtime),
     ]

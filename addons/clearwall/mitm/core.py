@@ -93,6 +93,9 @@ class Core:
                 raise exceptions.OptionsError(f"clearwall_rules: {e}") from None
             self.runtime.rules = rules
             wanted = dict(safe_mitm_options())
+            # A backstop only: Clearwall refuses over-cap bodies itself with the SPEC's answer.
+            backstop = rules.body_size_backstop()
+            wanted["body_size_limit"] = str(backstop + 1) if backstop is not None else None
             if bundle:
                 wanted["ssl_verify_upstream_trusted_ca"] = bundle
             changes = {k: v for k, v in wanted.items() if getattr(ctx.options, k) != v}

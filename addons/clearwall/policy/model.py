@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 import regex
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema, field_validator, model_validator
 
 from clearwall.policy import hosts, paths, units
 
@@ -19,7 +19,7 @@ TARGETS = (
     "request.url", "request.headers", "request.body",
     "response.headers", "response.body", "sse", "websocket", "mcp.arguments",
 )
-REQUEST_TARGETS = ["request.url", "request.headers", "request.body"]
+REQUEST_TARGETS = ["request.url", "request.headers", "request.body", "mcp.arguments"]
 
 _SIZE_SCHEMA = {"anyOf": [{"type": "integer", "minimum": 0},
                           {"type": "string", "pattern": r"^(\d+(\.\d+)?\s*([KMG]i?B|B)?|none)$"}]}
@@ -161,6 +161,20 @@ class McpPolicy(Strict):
     tools: list[str]
 
 
+class DestinationUpstream(Strict):
+    """TLS towards this destination's servers: a private CA and a client certificate (mTLS)."""
+
+    ca_bundle: str | None = None  # trusted instead of the public roots for this destination
+    client_cert: str | None = None  # PEM certificate (chain) presented to the server
+    client_key: str | None = None  # PEM private key of client_cert
+
+    @model_validator(mode="after")
+    def _pair(self) -> "DestinationUpstream":
+        if (self.client_cert is None) != (self.client_key is None):
+            raise ValueError("upstream: client_cert and client_key go together")
+        return self
+
+
 class Destination(Strict):
     name: Name
     hosts: Annotated[list[HostEntry], Field(min_length=1)]
@@ -176,6 +190,19 @@ class Destination(Strict):
     mode: Mode | None = None
     tls: Literal["intercept", "passthrough"] = "intercept"
     mcp: McpPolicy | None = None
+    # Credentials (docs/CREDENTIALS.md): `require` refuses a request whose injected value came out
+    # empty; `placeholders` maps a text a client may send to the secret that replaces it here.
+    require: bool = False
+    placeholders: dict[Annotated[str, Field(min_length=8)], str] = {}
+    upstream: DestinationUpstream | None = None
+
+    @model_validator(mode="after")
+    def _passthrough_keys(self) -> "Destination":
+        if self.tls == "passthrough":
+            extra = [k for k in ("require", "placeholders", "upstream") if getattr(self, k)]
+            if extra:
+                raise ValueError(f"tls: passthrough is not decrypted, so {', '.join(extra)} cannot apply: remove them")
+        return self
 
 
 class DenyEntry(Strict):

@@ -94,6 +94,16 @@ class RuleSet:
     sources: dict[str, str]  # rule name -> "file:line", for explain and errors
     files: tuple[str, ...]
     ssrf_allow: tuple[IPNetwork, ...]
+    by_name: dict[str, CompiledDestination] = field(default_factory=dict, repr=False, compare=False)
+
+    def destination(self, name: str) -> CompiledDestination | None:
+        return self.by_name.get(name)
+
+    def body_size_backstop(self) -> int | None:
+        """mitmproxy's own buffer limit: the largest cap in force (None when any cap is off)."""
+        caps = [self.settings.limits.request_body, self.settings.limits.response_body]
+        caps += [c for d in self.destinations for c in (d.request_cap, d.response_cap)]
+        return None if any(c is None for c in caps) else max(caps)
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -155,11 +165,13 @@ def compile_ruleset(settings: model.Settings, sections: dict[str, list], *, sour
                  frozenset(e.ports) if e.ports else None, _mode(e.mode, settings), any_port=True)
         for e in sections["deny"]
     )
+    destinations = tuple(_compile_destination(d, settings) for d in sections["destinations"])
     return RuleSet(
         version=_version(settings, sections),
         settings=settings,
         clients=tuple(clients),
-        destinations=tuple(_compile_destination(d, settings) for d in sections["destinations"]),
+        destinations=destinations,
+        by_name={d.name: d for d in destinations},
         deny=deny,
         filters=tuple(sections["filters"]),
         rate_limits=tuple(sections["rate_limits"]),

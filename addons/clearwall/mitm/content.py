@@ -1,0 +1,227 @@
+"""Content filters and size caps on requests and responses (SPEC §3-§4).
+
+Order inside one flow: caps on Content-Length before a body is read (requestheaders /
+responseheaders), then URL, headers and body scanned once the body is buffered (request /
+response). Large bodies are scanned in a worker thread so one big upload never stalls every
+other client; each scan has the rule set's time limit and a timeout refuses (inspection_error).
+
+Credential headers (Authorization, API-key headers, cookies) are the channel credentials are
+meant to travel in, to a destination the allowlist already approved; they are not scanned as
+`request.headers` so that ordinary authenticated API calls are not refused as leaks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import OrderedDict
+
+from mitmproxy import http
+
+from clearwall.content.inspect import INSPECTION_ERROR, TOO_LARGE, Inspection, inspect_body, inspect_text
+from clearwall.content.scanner import Scanner
+from clearwall.content.spec import FilterSpec
+from clearwall.mitm import respond
+from clearwall.mitm.guard import guarded
+from clearwall.mitm.runtime import Runtime
+from clearwall.mitm.state import FlowState, flow_state
+from clearwall.policy.decision import Refusal
+from clearwall.policy.ruleset import RuleSet
+
+log = logging.getLogger("clearwall")
+CREDENTIAL_HEADERS = frozenset({"authorization", "proxy-authorization", "x-api-key", "api-key", "x-goog-api-key",
+                                "x-auth-token", "cookie", "set-cookie"})
+RESPONSE_SKIP = frozenset({"set-cookie"})
+THREAD_THRESHOLD = 16 * 1024  # bodies above this are scanned off the event loop
+MAX_RATIO = 100.0
+SIZE_RULE = "size-limit"
+
+
+def scanner_for(rules: RuleSet) -> Scanner:
+    specs = [FilterSpec(f.name, f.pattern, frozenset(f.where), f.action, f.mode or rules.settings.mode, f.validate_)
+             for f in rules.filters]
+    return Scanner(specs, timeout=rules.settings.scan_timeout)
+
+
+def caps(rules: RuleSet, st: FlowState) -> tuple[int | None, int | None]:
+    dest = rules.destination(st.decision.destination) if st.decision and st.decision.destination else None
+    if dest is not None:
+        return dest.request_cap, dest.response_cap
+    return rules.settings.limits.request_body, rules.settings.limits.response_body
+
+
+def _headers_text(headers: http.Headers, skip: frozenset[str]) -> str:
+    return "\n".join(f"{k}: {v}" for k, v in headers.items(multi=True) if k.lower() not in skip)
+
+
+class ContentFilters:
+    name = "clearwall-content"
+
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+        self._scanners: OrderedDict[str, Scanner] = OrderedDict()  # by rules version (reloads)
+
+    def _scanner(self, rules: RuleSet) -> Scanner:
+        s = self._scanners.get(rules.version)
+        if s is None:
+            s = self._scanners[rules.version] = scanner_for(rules)
+            log.info("content filters: %s", s.engine_description)
+            while len(self._scanners) > 2:  # in-flight flows may still hold the previous rules
+                self._scanners.popitem(last=False)
+        return s
+
+    def running(self) -> None:
+        if self.runtime.rules is not None:
+            self._scanner(self.runtime.rules)  # compile at start-up, and announce the engine
+
+    # ----- requests ---------------------------------------------------------------------
+
+    @guarded
+    def requestheaders(self, flow: http.HTTPFlow) -> None:
+        if flow.response is not None:
+            return
+        st = flow_state(flow)
+        cap = caps(st.rules, st)[0]
+        length = flow.request.headers.get("content-length")
+        if cap is not None and length and length.isdigit() and int(length) > cap:
+            respond.refuse(flow, Refusal("request_too_large", st.decision.destination if st.decision and st.decision.destination else SIZE_RULE,
+                                         f"request body of {length} bytes is over the {cap}-byte cap"))
+
+    @guarded
+    async def request(self, flow: http.HTTPFlow) -> None:
+        if flow.response is not None:
+            return
+        st = flow_state(flow)
+        rules = st.rules
+        cap = caps(rules, st)[0]
+        body = flow.request.raw_content or b""
+        if cap is not None and len(body) > cap:
+            return respond.refuse(flow, Refusal("request_too_large", st.decision.destination or SIZE_RULE,
+                                                f"request body of {len(body)} bytes is over the {cap}-byte cap"))
+        if not rules.filters:
+            return
+        scanner = self._scanner(rules)
+        req = flow.request
+        url = inspect_text(scanner, "request.url", req.pretty_url)
+        if self._refused(flow, st, url, "request.url", "content_blocked"):
+            return
+        heads = inspect_text(scanner, "request.headers", _headers_text(req.headers, CREDENTIAL_HEADERS))
+        if self._refused(flow, st, heads, "request.headers", "content_blocked"):
+            return
+        body_result = await self._inspect_body(scanner, "request.body", body, req.headers, cap)
+        if self._refused(flow, st, body_result, "request.body", "content_blocked", too_large="request_too_large"):
+            return
+        if url.redacted is not None:
+            req.url = url.redacted
+        if heads.redacted is not None:
+            _replace_headers(req.headers, CREDENTIAL_HEADERS, heads.redacted)
+        if body_result.redacted is not None:
+            _replace_body(req, body_result.redacted)
+
+    # ----- responses --------------------------------------------------------------------
+
+    @guarded
+    def responseheaders(self, flow: http.HTTPFlow) -> None:
+        st = flow_state(flow)
+        if st.refusal is not None or st.rules is None:
+            return
+        cap = caps(st.rules, st)[1]
+        length = flow.response.headers.get("content-length")
+        if cap is not None and length and length.isdigit() and int(length) > cap:
+            self._refuse_streaming(flow, Refusal("response_too_large", st.decision.destination if st.decision else SIZE_RULE,
+                                                 f"response body of {length} bytes is over the {cap}-byte cap"))
+
+    @guarded
+    async def response(self, flow: http.HTTPFlow) -> None:
+        st = flow_state(flow)
+        if st.refusal is not None or st.rules is None or flow.response.stream:
+            return
+        rules = st.rules
+        cap = caps(rules, st)[1]
+        resp = flow.response
+        body = resp.raw_content or b""
+        if cap is not None and len(body) > cap:
+            return respond.refuse(flow, Refusal("response_too_large", st.decision.destination or SIZE_RULE,
+                                                f"response body of {len(body)} bytes is over the {cap}-byte cap"))
+        if not rules.filters:
+            return
+        scanner = self._scanner(rules)
+        heads = inspect_text(scanner, "response.headers", _headers_text(resp.headers, RESPONSE_SKIP))
+        if self._refused(flow, st, heads, "response.headers", "response_blocked"):
+            return
+        result = await self._inspect_body(scanner, "response.body", body, resp.headers, cap)
+        if self._refused(flow, st, result, "response.body", "response_blocked", too_large="response_too_large"):
+            return
+        if heads.redacted is not None:
+            _replace_headers(resp.headers, RESPONSE_SKIP, heads.redacted)
+        if result.redacted is not None:
+            _replace_body(resp, result.redacted)
+
+    # ----- shared -----------------------------------------------------------------------
+
+    async def _inspect_body(self, scanner: Scanner, target: str, body: bytes, headers: http.Headers,
+                            cap: int | None) -> Inspection:
+        if not body:
+            return Inspection()
+        kwargs = dict(content_type=headers.get("content-type"), content_encoding=headers.get("content-encoding"),
+                      max_size=cap if cap is not None else 1 << 40, max_ratio=MAX_RATIO)
+        if len(body) < THREAD_THRESHOLD and "content-encoding" not in headers:
+            return inspect_body(scanner, target, body, **kwargs)
+        return await asyncio.to_thread(inspect_body, scanner, target, body, **kwargs)
+
+    @staticmethod
+    def _refused(flow: http.HTTPFlow, st: FlowState, result: Inspection, where: str, kind: str,
+                 too_large: str = "request_too_large") -> bool:
+        seen = {(m["rule"], m["where"]) for m in st.matches}
+        for m in result.matches:
+            base = m.target.split("|", 1)[0]
+            if (m.filter, m.target) not in seen:
+                seen.add((m.filter, m.target))
+                st.matches.append({"rule": m.filter, "where": m.target, "action": m.action,
+                                   **({"mode": "report"} if m.mode == "report" else {})})
+        for name in result.would_block:
+            st.would_block.append(Refusal(kind, name, f"filter {name} matched {where}"))
+        if result.error == TOO_LARGE:
+            respond.refuse(flow, Refusal(too_large, SIZE_RULE, f"{where} decodes past its size or 100:1 ratio cap"))
+            return True
+        if result.error is not None:
+            respond.refuse(flow, Refusal(INSPECTION_ERROR, "content-inspection",
+                                         f"{where} could not be inspected (undecodable, or the scan timed out)"))
+            return True
+        if result.blocked_by is not None:
+            respond.refuse(flow, Refusal(kind, result.blocked_by, f"filter {result.blocked_by} matched {where}"))
+            return True
+        if result.redacted is not None:
+            st.redacted = True
+        return False
+
+    @staticmethod
+    def _refuse_streaming(flow: http.HTTPFlow, refusal: Refusal) -> None:
+        """Refuse at response headers: the upstream body is drained and dropped, never forwarded."""
+        respond.refuse(flow, refusal)
+        body = flow.response.content
+        flow.response.stream = lambda chunk: body if chunk == b"" else b""
+
+
+def _replace_headers(headers: http.Headers, skip: frozenset[str], redacted: str) -> None:
+    """Put redacted values back; `redacted` holds one `name: value` line per scanned header."""
+    lines = iter(redacted.split("\n"))
+    fields: list[tuple[str, str]] = []
+    for name, value in headers.items(multi=True):
+        if name.lower() not in skip:
+            line = next(lines)
+            value = line.split(": ", 1)[1] if ": " in line else ""
+        fields.append((name, value))
+    if next(lines, None) is not None:
+        raise ValueError("header redaction changed the number of headers")
+    headers.clear()
+    for name, value in fields:
+        headers.add(name, value)
+
+
+def _replace_body(message: http.Message, data: bytes) -> None:
+    """Forward the redacted, identity-encoded body with a right Content-Length."""
+    message.headers.pop("content-encoding", None)
+    message.raw_content = data
+    if "transfer-encoding" not in message.headers:
+        message.headers["content-length"] = str(len(data))
