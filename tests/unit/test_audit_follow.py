@@ -6,6 +6,8 @@ from __future__ import annotations
 import threading
 import time
 
+import orjson
+
 from clearwall.audit.follow import follow
 from clearwall.audit.files import rotated_files
 from clearwall.audit.writer import LogWriter
@@ -61,3 +63,54 @@ def test_from_the_start_and_waiting_for_the_file(tmp_path):
     stop.set()
     t.join(5)
     assert got == ["e0", "e1", "e2"]
+
+
+def test_a_rotation_right_after_starting_does_not_replay_old_records(tmp_path):
+    probe = LogWriter(tmp_path / "probe")
+    probe.start()
+    probe.submit(rec(0))
+    probe.close()
+    line_len = (tmp_path / "probe" / "flows.jsonl").stat().st_size
+    w = LogWriter(tmp_path, rotate_bytes=5 * line_len)
+    w.start()
+    for i in range(5):  # fills the live file exactly: the next record rotates it
+        w.submit(rec(i))
+    wait(lambda: w.records_written == 5)
+    rotations = w.rotations
+    assert rotations == 0
+    got: list[str] = []
+    stop = threading.Event()
+    t = threading.Thread(target=collect, args=(tmp_path, stop, got, 0.2))
+    t.start()
+    time.sleep(0.3)
+    for i in range(5, 8):
+        w.submit(rec(i))
+    w.close()
+    wait(lambda: len(got) >= 3)
+    time.sleep(0.5)  # anything replayed would show up now
+    stop.set()
+    t.join(5)
+    assert w.rotations > rotations
+    assert got == ["e5", "e6", "e7"]
+
+
+def test_a_line_being_written_at_start_is_shown_once_complete(tmp_path):
+    w = LogWriter(tmp_path)
+    w.start()
+    w.submit(rec(0))
+    w.close()
+    live = tmp_path / "flows.jsonl"
+    line = orjson.dumps({"event": {"id": "e9"}, "pad": "p" * 100}) + b"\n"
+    got: list[str] = []
+    stop = threading.Event()
+    with open(live, "ab") as f:
+        f.write(line[:50])  # half a record, still being written
+        f.flush()
+        t = threading.Thread(target=collect, args=(tmp_path, stop, got, 0.05))
+        t.start()
+        time.sleep(0.3)
+        f.write(line[50:])
+    wait(lambda: got)
+    stop.set()
+    t.join(5)
+    assert got == ["e9"]

@@ -17,6 +17,9 @@ import orjson
 from clearwall.audit.files import LIVE, iter_lines, rotated_files
 
 
+_TAIL_WINDOW = 4 * 1024 * 1024  # more than the largest record (bodies are capped)
+
+
 def _parse(raw: bytes) -> dict | None:
     try:
         record = orjson.loads(raw)
@@ -76,8 +79,22 @@ class Follower:
         self._inode = os.fstat(self._f.fileno()).st_ino
         self._opened_at = time.time()
         if at_end:
-            self._f.seek(0, os.SEEK_END)
+            self._start_at_end()
         return True
+
+    def _start_at_end(self) -> None:
+        """Seek past the last complete line and remember its hash, so a rotation right after
+        does not replay the old file's records in the catch-up."""
+        fd = self._f.fileno()
+        end = os.fstat(fd).st_size
+        window = os.pread(fd, min(end, _TAIL_WINDOW), end - min(end, _TAIL_WINDOW))
+        cut = window.rfind(b"\n") + 1  # a line still being written is read later, whole
+        self._f.seek(end - (len(window) - cut))
+        lines = window[:cut].split(b"\n")
+        record = _parse(lines[-2]) if len(lines) >= 2 else None
+        if record is not None and _hash(record):
+            self.last = _hash(record)
+            self.shown = {self.last}
 
     def _rotated(self) -> bool:
         try:
