@@ -212,3 +212,10 @@ def test_websocket_messages():
 def test_iso_timestamp_is_utc_with_milliseconds():
     assert iso_timestamp(0) == "1970-01-01T00:00:00.000Z"
     assert iso_timestamp(86400.9999) == "1970-01-02T00:00:00.999Z"
+
+
+def test_a_secret_straddling_the_cut_leaves_no_part_behind():
+    data = b"x" * 95 + b"tok-1234567890" + b"y" * 100
+    body = body_field(data, content_type=None, max_bytes=100, secrets=("tok-1234567890",))
+    assert "tok-" not in body["content"] and body["truncated"] is True
+    assert body["content"] == "x" * 95 + "[REDA"

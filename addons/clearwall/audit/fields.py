@@ -14,8 +14,8 @@ from typing import Iterable
 
 REDACTED = "[REDACTED]"
 
-# Content types whose bodies are text even when a charset is not declared; anything else is
-# still logged as text when it happens to be valid UTF-8 (most JSON APIs omit the charset).
+# Content types logged as base64 even when their bytes happen to decode as UTF-8. Any other
+# body is logged as text when it is valid UTF-8 (most JSON APIs declare no charset).
 _BINARY_PREFIXES = ("image/", "audio/", "video/", "font/")
 _BINARY_TYPES = frozenset(
     {
@@ -93,11 +93,12 @@ def body_field(
     if max_bytes is not None and max_bytes < 0:
         raise ValueError(f"max_bytes must be >= 0, not {max_bytes}")
     digest = hashlib.sha256(data).hexdigest()
-    truncated = max_bytes is not None and len(data) > max_bytes
     kept = data
     secrets = tuple(s for s in secrets if s)
     if secrets:
+        # Before the cut, so a secret straddling the cut cannot leave its first half behind.
         kept = scrub_bytes(kept, secrets)
+    truncated = max_bytes is not None and len(kept) > max_bytes
     text: str | None = None
     if not is_binary_type(content_type):
         cut = utf8_prefix(kept, max_bytes) if truncated else kept
