@@ -37,6 +37,9 @@ def is_placeholder(value: str) -> bool:
     low = value.lower()
     if low in _PLACEHOLDER_VALUES or any(word in low for word in _PLACEHOLDER_WORDS):
         return True
+    # Template and variable references: {password}, $DB_PASS, %(password)s.
+    if "{" in value or "}" in value or value.startswith("$") or "%(" in value:
+        return True
     core = [c for c in low if c.isalnum()]
     if len(core) >= 8 and len(set(core)) <= 2:  # aaaaaaaa, 00000000, abababab
         return True
