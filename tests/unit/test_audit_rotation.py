@@ -247,3 +247,30 @@ def test_restart_with_an_empty_live_file_continues_from_the_newest_archive(tmp_p
     w.close()
     assert ids(tmp_path) == ["e0", "e1"]
     assert verify(tmp_path).ok
+
+
+def test_restart_after_retention_deleted_every_file_continues_the_chain(tmp_path):
+    clock = Clock(NOON)
+    w = LogWriter(tmp_path, clock=clock, retention_seconds=DAY, fsync_interval=0.02)
+    w.start()
+    w.submit(rec(0))
+    wait_written(w, 1)
+    clock.t = NOON + DAY  # idle rotation at the day change leaves the live file empty
+    end = time.monotonic() + 5
+    while w.rotations == 0 and time.monotonic() < end:
+        time.sleep(0.01)
+    w.close()
+    clock.t = NOON + 10 * DAY
+    w = LogWriter(tmp_path, clock=clock, retention_seconds=DAY)
+    w.start()  # retention removes the only archive
+    end = time.monotonic() + 5
+    while rotated_files(tmp_path) and time.monotonic() < end:
+        time.sleep(0.01)
+    w.close()
+    w = LogWriter(tmp_path, clock=clock, retention_seconds=DAY)
+    w.start()
+    w.submit(rec(1))
+    w.close()
+    assert ids(tmp_path) == ["e1"]
+    result = verify(tmp_path)
+    assert result.ok and result.start == "retention"

@@ -14,6 +14,7 @@ from clearwall.audit import chain
 from clearwall.audit.errors import AuditError
 from clearwall.audit.fields import parse_timestamp
 from clearwall.audit.files import LIVE, first_line, last_line, parse_rotated, rotated_files, stamp
+from clearwall.audit.retention import last_deleted_hash
 
 log = logging.getLogger(__name__)
 
@@ -97,6 +98,9 @@ def recover(log_dir: Path) -> State:
             line = last_line(newest)
             if line:
                 state.prev_hash = _hash_of(line, newest)
+                return state
+        # Every earlier file was deleted by retention: continue from the last one deleted.
+        state.prev_hash = last_deleted_hash(log_dir) or chain.GENESIS
         return state
     except OSError as e:
         raise AuditError(f"cannot read log directory {log_dir}: {e.strerror or e}") from e
