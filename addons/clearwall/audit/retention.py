@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import zlib
 from pathlib import Path
 
 import orjson
@@ -23,12 +24,12 @@ log = logging.getLogger(__name__)
 def note_and_delete(path: Path, now: float) -> None:
     """Note path's last hash in retention.jsonl (fsynced), then delete path."""
     last_hash = None
-    line = last_line(path)
-    if line:
-        try:
-            last_hash = orjson.loads(line)["log"]["hash"]
-        except (orjson.JSONDecodeError, KeyError, TypeError):
-            last_hash = None
+    try:
+        line = last_line(path)
+        last_hash = orjson.loads(line)["log"]["hash"] if line else None
+    except (OSError, EOFError, zlib.error, orjson.JSONDecodeError, KeyError, TypeError) as e:
+        # Retention still applies; verify will report the chain start it cannot anchor.
+        log.warning("%s: no readable last hash before deletion (%s)", path, e)
     note = {"@timestamp": iso_timestamp(now), "deleted": path.name, "last_hash": last_hash}
     notes = path.parent / NOTES
     fd = os.open(notes, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)

@@ -87,7 +87,7 @@ class Housekeeper:
                     for path in expired(self.log_dir, arg, self.retention_seconds):
                         log.info("deleting %s: past log retention", path)
                         note_and_delete(path, arg)
-            except OSError as e:
-                # The plain rotated file stays readable; the next start-up retries.
+            except Exception as e:  # the thread must outlive any one bad file
+                # A plain rotated file stays readable; the next start-up retries compressing.
                 self.errors += 1
                 log.error("log housekeeping (%s %s) failed: %s", kind, arg, e)
