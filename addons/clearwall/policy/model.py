@@ -12,6 +12,7 @@ from typing import Annotated, Any, Literal
 import regex
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema, field_validator, model_validator
 
+from clearwall.content.validators import parse_validator
 from clearwall.policy import hosts, paths, units
 
 DEFAULT_REDACT_HEADERS = ["authorization", "proxy-authorization", "cookie", "set-cookie", "x-api-key"]
@@ -224,10 +225,17 @@ class Filter(Strict):
         default_factory=lambda: list(REQUEST_TARGETS))
     action: Literal["block", "redact", "alert"] = "block"
     mode: Mode | None = None
-    validate_: Literal["luhn", "mod97", "entropy"] | str | None = Field(default=None, alias="validate")
+    validate_: str | None = Field(default=None, alias="validate")
     description: str | None = None
     examples: Examples | None = None
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    @field_validator("validate_")
+    @classmethod
+    def _known_validator(cls, v: str | None) -> str | None:
+        if v is not None:
+            parse_validator(v)  # raises ValueError naming the known validators
+        return v
 
     @field_validator("pattern")
     @classmethod
