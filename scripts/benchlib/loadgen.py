@@ -165,6 +165,14 @@ class LoadResult:
         return self.cpu.get("proxy")
 
     @property
+    def proxy_ms_per_request(self) -> float | None:
+        """The proxy's CPU time per successful request: what a request costs, whatever share of
+        the machine the proxy got."""
+        if self.proxy_cpu is None or not self.requests:
+            return None
+        return self.proxy_cpu * self.duration / self.requests * 1000
+
+    @property
     def other_cpu(self) -> float | None:
         return self.cpu.get("other")
 

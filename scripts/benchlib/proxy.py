@@ -207,13 +207,13 @@ class Cell:
         return self.failure is None and bool(self.runs) and self.errors == 0
 
 
-def ratio(cell: Cell, base: Cell | None) -> str:
-    """`cell`'s median req/s over `base`'s; n/a when either failed or had errors."""
+def ratio(cell: Cell, base: Cell | None, attr: str = "rps") -> str:
+    """`cell`'s median `attr` over `base`'s; n/a when either failed or had errors."""
     if base is None:
         return "-"
-    if not (cell.valid and base.valid) or not base.median("rps"):
+    if not (cell.valid and base.valid) or not base.median(attr) or cell.median(attr) is None:
         return "n/a"
-    return f"{cell.median('rps') / base.median('rps'):.2f}"
+    return f"{cell.median(attr) / base.median(attr):.2f}"
 
 
 def run_bench(args, mitm_args: list[str], targets: list[Target], workroot: Path,
@@ -252,7 +252,7 @@ def run_bench(args, mitm_args: list[str], targets: list[Target], workroot: Path,
                         cells[(target.name, mode)].runs.append(result)
                         log(f"  {mode}: {result.rps:.1f} req/s, p50 {result.p50_ms:.2f} ms, "
                             f"p99 {result.p99_ms:.2f} ms, errors {result.errors}, CPU: proxy "
-                            f"{_pct(result.proxy_cpu)}, load generator {_pct(result.client_cpu)}, "
+                            f"{_pct(result.proxy_cpu)} ({_ms(result.proxy_ms_per_request)} ms/req), load generator {_pct(result.client_cpu)}, "
                             f"other work {_pct(result.other_cpu)}")
                 except TargetFailed as e:
                     log(f"  {target.name} FAILED: {e}")
@@ -264,33 +264,46 @@ def run_bench(args, mitm_args: list[str], targets: list[Target], workroot: Path,
     return cells
 
 
-def format_table(cells: dict[tuple[str, str], Cell], targets: list[Target]) -> str:
+def table_rows(cells: dict[tuple[str, str], Cell], targets: list[Target]) -> list[list[str]]:
+    """A header, then one row per target and mode. CPU ms/req (the proxy's CPU time per request) is the figure
+    least disturbed by other work on a shared machine; req/s and latency follow the CPU share
+    the proxy happened to get."""
     first_variant = next((t.name for t in targets if t.kind == "clearwall"), None)
     head = ["target", "mode", "clients", "req/s", "p50 ms", "p99 ms", "errors", "proxy CPU",
-            "other CPU", "vs mitmdump"] + ([f"vs {first_variant}"] if first_variant else [])
+            "CPU ms/req", "other CPU", "req/s vs mitmdump", "CPU/req vs mitmdump"]
+    head += [f"req/s vs {first_variant}"] if first_variant else []
     rows = [head]
     for cell in cells.values():
         base = cells.get(("mitmdump", cell.mode))
-        variant = cells.get((first_variant, cell.mode)) if first_variant else None
         if cell.failure:
-            row = [cell.target, cell.mode, "-", "FAILED", "-", "-", "-", "-", "-", "-"]
-        else:
-            rps, p50, p99, cpu, other = (cell.median(a) for a in
-                                         ("rps", "p50_ms", "p99_ms", "proxy_cpu", "other_cpu"))
-            row = [cell.target, cell.mode, str(cell.runs[0].clients if cell.runs else "-"),
-                   f"{rps:.1f}" if rps is not None else "-",
-                   f"{p50:.2f}" if p50 is not None else "-",
-                   f"{p99:.2f}" if p99 is not None else "-",
-                   str(cell.errors), _pct(cpu), _pct(other), ratio(cell, base)]
+            rows.append([cell.target, cell.mode, "FAILED"] + ["-"] * (len(head) - 3))
+            continue
+        med = {a: cell.median(a) for a in ("rps", "p50_ms", "p99_ms", "proxy_cpu",
+                                           "proxy_ms_per_request", "other_cpu")}
+        row = [cell.target, cell.mode, str(cell.runs[0].clients)] + [
+            "-" if med[a] is None else f"{med[a]:.{d}f}"
+            for a, d in (("rps", 1), ("p50_ms", 2), ("p99_ms", 2))]
+        row += [str(cell.errors), _pct(med["proxy_cpu"]),
+                "-" if med["proxy_ms_per_request"] is None else f"{med['proxy_ms_per_request']:.2f}",
+                _pct(med["other_cpu"]), ratio(cell, base), ratio(cell, base, "proxy_ms_per_request")]
         if first_variant:
-            row.append("-" if cell.failure else ratio(cell, variant))
+            row.append(ratio(cell, cells.get((first_variant, cell.mode))))
         rows.append(row)
-    widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
+    return rows
+
+
+def format_table(cells: dict[tuple[str, str], Cell], targets: list[Target]) -> str:
+    rows = table_rows(cells, targets)
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows)
 
 
 def _pct(cores: float | None) -> str:
     return "-" if cores is None else f"{cores * 100:.0f}%"
+
+
+def _ms(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}"
 
 
 def problems(cells: dict[tuple[str, str], Cell]) -> list[str]:
@@ -368,7 +381,8 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps({"command": command, "machine": host, "cells": [
             {"target": c.target, "mode": c.mode, "failure": c.failure, "errors": c.errors,
              "median": {a: c.median(a) for a in ("rps", "p50_ms", "p99_ms", "proxy_cpu",
-                                                 "client_cpu", "other_cpu")},
+                                                 "proxy_ms_per_request", "client_cpu",
+                                                 "other_cpu")},
              "runs": [r.summary() for r in c.runs]} for c in cells.values()]}, indent=2))
     else:
         print(f"\n{format_table(cells, targets)}")

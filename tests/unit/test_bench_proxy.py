@@ -82,9 +82,10 @@ def _result(rps: float, errors: int = 0, p50: float = 0.002) -> LoadResult:
     return r
 
 
-def _table(cells: list[Cell], targets: list[Target]) -> list[list[str]]:
-    text = proxy.format_table({(c.target, c.mode): c for c in cells}, targets)
-    return [line.split() for line in text.splitlines()]
+def _table(cells: list[Cell], targets: list[Target]) -> dict[str, dict[str, str]]:
+    """target -> {column header: cell text}"""
+    head, *rows = proxy.table_rows({(c.target, c.mode): c for c in cells}, targets)
+    return {row[0]: dict(zip(head, row)) for row in rows}
 
 
 TARGETS = [Target("mitmdump", "mitmdump"), Target("clearwall[a]", "clearwall", Path("a")),
@@ -92,30 +93,41 @@ TARGETS = [Target("mitmdump", "mitmdump"), Target("clearwall[a]", "clearwall", P
 
 
 def test_ratios_are_of_median_throughput_against_mitmdump_and_the_first_variant():
-    rows = _table([Cell("mitmdump", "keepalive", [_result(400), _result(500), _result(900)]),
-                   Cell("clearwall[a]", "keepalive", [_result(250)]),
-                   Cell("clearwall[b]", "keepalive", [_result(200)])], TARGETS)
-    assert rows[0][-2:] == ["vs", "clearwall[a]"]
-    by_target = {r[0]: r for r in rows[1:]}
-    assert by_target["mitmdump"][3] == "500.0"              # median of 400, 500, 900
-    assert by_target["clearwall[a]"][-2:] == ["0.50", "1.00"]
-    assert by_target["clearwall[b]"][-2:] == ["0.40", "0.80"]
+    table = _table([Cell("mitmdump", "keepalive", [_result(400), _result(500), _result(900)]),
+                    Cell("clearwall[a]", "keepalive", [_result(250)]),
+                    Cell("clearwall[b]", "keepalive", [_result(200)])], TARGETS)
+    assert table["mitmdump"]["req/s"] == "500.0"              # median of 400, 500, 900
+    assert table["clearwall[a]"]["req/s vs mitmdump"] == "0.50"
+    assert table["clearwall[a]"]["req/s vs clearwall[a]"] == "1.00"
+    assert table["clearwall[b]"]["req/s vs mitmdump"] == "0.40"
+    assert table["clearwall[b]"]["req/s vs clearwall[a]"] == "0.80"
+
+
+def test_cpu_per_request_is_the_proxy_cpu_time_over_requests_served():
+    # 0.5 cores for 1 s: 500 ms of CPU; over 500 requests 1 ms each, over 250 requests 2 ms.
+    table = _table([Cell("mitmdump", "keepalive", [_result(500)]),
+                    Cell("clearwall[a]", "keepalive", [_result(250)])], TARGETS[:2])
+    assert table["mitmdump"]["CPU ms/req"] == "1.00"
+    assert table["clearwall[a]"]["CPU ms/req"] == "2.00"
+    assert table["clearwall[a]"]["CPU/req vs mitmdump"] == "2.00"
+    assert table["clearwall[a]"]["proxy CPU"] == "50%"
 
 
 def test_a_target_that_failed_shows_failed_and_no_ratio():
     failed = Cell("mitmdump", "keepalive", [], failure="exited with status 2")
-    rows = _table([failed, Cell("clearwall[a]", "keepalive", [_result(250)]),
-                   Cell("clearwall[b]", "keepalive", [_result(200)])], TARGETS)
-    by_target = {r[0]: r for r in rows[1:]}
-    assert "FAILED" in by_target["mitmdump"]
-    assert by_target["clearwall[a]"][-2:] == ["n/a", "1.00"]
+    table = _table([failed, Cell("clearwall[a]", "keepalive", [_result(250)]),
+                    Cell("clearwall[b]", "keepalive", [_result(200)])], TARGETS)
+    assert table["mitmdump"]["clients"] == "FAILED"
+    assert table["clearwall[a]"]["req/s vs mitmdump"] == "n/a"
+    assert table["clearwall[a]"]["req/s vs clearwall[a]"] == "1.00"
 
 
 def test_a_run_with_errors_gets_no_ratio_and_is_reported_as_a_problem():
     cells = [Cell("mitmdump", "keepalive", [_result(500)]),
              Cell("clearwall[a]", "keepalive", [_result(300, errors=3)])]
-    rows = _table(cells, TARGETS[:2])
-    assert rows[2][6] == "3" and rows[2][-2:] == ["n/a", "n/a"]
+    row = _table(cells, TARGETS[:2])["clearwall[a]"]
+    assert row["errors"] == "3"
+    assert row["req/s vs mitmdump"] == row["CPU/req vs mitmdump"] == row["req/s vs clearwall[a]"] == "n/a"
     issues = proxy.problems({(c.target, c.mode): c for c in cells})
     assert len(issues) == 1 and "3 failed requests" in issues[0] and "HTTP 502" in issues[0]
 
