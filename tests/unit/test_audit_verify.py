@@ -274,3 +274,31 @@ def test_verify_while_the_writer_rotates_is_not_a_false_alarm(tmp_path):
         w.close()
     assert all(r.ok for r in results), [str(b) for r in results for b in r.breaks]
     assert w.rotations > 0 and verify(tmp_path).ok
+
+
+def _stdlib_verify(log_dir: Path) -> int:
+    """An auditor's verifier using only the standard library (see docs/AUDIT-LOG.md)."""
+    import hashlib
+    import json
+
+    prev, n = GENESIS, 0
+    for path in [f.path for f in rotated_files(log_dir)] + [log_dir / LIVE]:
+        opener = gzip.open if path.suffix == ".gz" else open
+        with opener(path, "rb") as f:
+            for line in f:
+                record = json.loads(line)
+                digest = record["log"].pop("hash")
+                unsealed = json.dumps(record, separators=(",", ":"), ensure_ascii=False).encode()
+                assert record["log"]["prev_hash"] == prev
+                assert hashlib.sha256(prev.encode() + unsealed).hexdigest() == digest
+                prev, n = digest, n + 1
+    return n
+
+
+def test_the_chain_verifies_with_the_standard_library_alone(tmp_path):
+    w = LogWriter(tmp_path, rotate_bytes=1500)
+    w.start()
+    for i in range(20):
+        w.submit({**rec(i), "text": "é😀\u2028\x1f\"\\/", "n": [1.5, -0.0, 12345678901234567, None, True]})
+    w.close()
+    assert _stdlib_verify(tmp_path) == 20
