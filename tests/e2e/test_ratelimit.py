@@ -1,0 +1,222 @@
+"""Rate limits through the real `clearwall run`, with real clients, and a real redis-server.
+
+Timing: a `5 per 1m, burst 0` bucket refills one token every 12 s, so a test that sends its
+requests within a few seconds sees exactly 5 admitted whatever the machine's load; no test
+asserts a duration tighter than that.
+"""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from tests.e2e.helpers import refusal, session, via_curl
+from tests.support.redis_server import RedisServer, require_redis_server
+
+BASE = """
+version: 1
+settings:
+  ssrf: {{allow: [127.0.0.1/32]}}
+  upstream:
+    ca_bundle: {ca}
+    resolve: {{api.example.test: 127.0.0.1, other.example.test: 127.0.0.1}}
+{settings}
+clients:
+  - name: alpha
+    match: {{proxy_user: alpha, token_env: TEST_ALPHA_TOKEN}}
+  - name: beta
+    match: {{proxy_user: beta, token_env: TEST_BETA_TOKEN}}
+destinations:
+  - name: api
+    hosts: [api.example.test]
+    ports: [{port}]
+{api_extra}
+  - name: other
+    hosts: [other.example.test]
+    ports: [{port}]
+{rate_limits}
+"""
+TOKENS = {"TEST_ALPHA_TOKEN": "alpha-secret", "TEST_BETA_TOKEN": "beta-secret"}
+FIVE_PER_MINUTE = "    rate_limit: {requests: 5, per: 1m, burst: 0, key: client}"
+
+
+def rules(pki, upstream, *, settings: str = "", api_extra: str = FIVE_PER_MINUTE, rate_limits: str = "") -> str:
+    return BASE.format(ca=pki.ca_pem, port=upstream.port, settings=settings, api_extra=api_extra,
+                       rate_limits=rate_limits)
+
+
+def api(upstream, path: str = "/v1/x") -> str:
+    return f"https://api.example.test:{upstream.port}{path}"
+
+
+def _check_429(r, *, rule: str, quota: int, window: int, max_wait: int) -> int:
+    """The SPEC §4 refusal: 429, Retry-After, RateLimit-Policy/RateLimit, JSON body; returns Retry-After."""
+    assert r.status_code == 429, r.text
+    retry = int(r.headers["Retry-After"])
+    assert 1 <= retry <= max_wait
+    # The refusing limit comes first; other enforced limits that matched follow it.
+    assert r.headers["RateLimit-Policy"].split(", ")[0] == f'"{rule}";q={quota};w={window}'
+    assert r.headers["RateLimit"].split(", ")[0] == f'"{rule}";r=0;t={retry}'
+    doc = refusal(r.content)
+    assert doc["error"] == "rate_limited" and doc["rule"] == rule
+    assert doc["id"] == r.headers["X-Clearwall-Id"] and r.headers["X-Clearwall-Rule"] == rule
+    assert f"retry in {retry} s" in doc["message"]
+    return retry
+
+
+def test_five_per_minute_admits_exactly_five_and_refuses_the_sixth_with_429(make_proxy, pki, upstream, curl):
+    proxy = make_proxy(rules(pki, upstream), env=TOKENS)
+    s = session(proxy, "alpha", "alpha-secret")
+    before = len(upstream.requests)
+    admitted = [s.get(api(upstream, f"/v1/item/{i}"), timeout=20) for i in range(5)]
+    assert [r.status_code for r in admitted] == [200] * 5
+    # Admitted responses advertise the enforced limit, counting down.
+    assert [r.headers["RateLimit"].split(";")[1] for r in admitted] == ["r=4", "r=3", "r=2", "r=1", "r=0"]
+    assert all(r.headers["RateLimit-Policy"] == '"api";q=5;w=60' for r in admitted)
+    assert "Retry-After" not in admitted[0].headers
+
+    sixth = s.get(api(upstream, "/v1/item/5"), timeout=20)
+    retry = _check_429(sixth, rule="api", quota=5, window=60, max_wait=12)
+    assert sixth.headers["RateLimit"] == f'"api";r=0;t={retry}'  # the only limit
+    assert retry >= 6  # one token every 12 s; the five went through moments ago
+    assert len(upstream.requests) == before + 5
+    assert not upstream.received("/v1/item/5")
+
+    rec = proxy.record_for(sixth.headers["X-Clearwall-Id"])
+    assert rec["event"]["action"] == "rate_limited"
+    assert rec["event"]["reason"] == "rate_limited"
+    assert rec["rule"]["name"][0] == "api"
+    assert rec["http"]["response"]["status_code"] == 429
+
+    # Another real client, same identity, same bucket: curl is refused too.
+    status, headers, body = via_curl(curl, proxy, api(upstream, "/v1/curl"), "-U", "alpha:alpha-secret")
+    assert status == 429 and refusal(body)["error"] == "rate_limited"
+    assert 1 <= int(headers["retry-after"]) <= 12
+    assert not upstream.received("/v1/curl")
+
+
+def test_each_client_has_its_own_bucket_and_scoped_limits_apply_only_where_named(make_proxy, pki, upstream):
+    limits = """rate_limits:
+  - name: beta-on-api
+    key: client
+    requests: 2
+    per: 1m
+    clients: [beta]
+    destinations: [api]
+"""
+    proxy = make_proxy(rules(pki, upstream, rate_limits=limits), env=TOKENS)
+    alpha, beta = session(proxy, "alpha", "alpha-secret"), session(proxy, "beta", "beta-secret")
+    assert [alpha.get(api(upstream), timeout=20).status_code for _ in range(5)] == [200] * 5
+    assert alpha.get(api(upstream), timeout=20).status_code == 429
+    # beta's own buckets are untouched by alpha's; its tighter scoped limit refuses first.
+    got = [beta.get(api(upstream), timeout=20) for _ in range(3)]
+    assert [r.status_code for r in got] == [200, 200, 429]
+    _check_429(got[2], rule="beta-on-api", quota=2, window=60, max_wait=30)
+    # Both enforced limits are advertised, the refusing one first.
+    assert got[2].headers["RateLimit-Policy"] == '"beta-on-api";q=2;w=60, "api";q=5;w=60'
+    assert got[2].headers["RateLimit"].startswith('"beta-on-api";r=0;')
+    assert ', "api";r=3;' in got[2].headers["RateLimit"]  # refused: api's bucket was not consumed
+    # A destination no limit names is not limited for anyone.
+    other = f"https://other.example.test:{upstream.port}/free"
+    assert [beta.get(other, timeout=20).status_code for _ in range(4)] == [200] * 4
+    assert "RateLimit" not in beta.get(other, timeout=20).headers
+
+
+def test_report_mode_counts_and_forwards_and_logs_would_block(make_proxy, pki, upstream):
+    limits = """rate_limits:
+  - name: rollout
+    key: source_ip
+    requests: 2
+    per: 1m
+    mode: report
+"""
+    proxy = make_proxy(rules(pki, upstream, api_extra="", rate_limits=limits), env=TOKENS)
+    s = session(proxy, "alpha", "alpha-secret")
+    before = len(upstream.requests)
+    got = [s.get(api(upstream, f"/v1/report/{i}"), timeout=20) for i in range(4)]
+    assert [r.status_code for r in got] == [200] * 4
+    assert len(upstream.requests) == before + 4
+    assert all("RateLimit" not in r.headers for r in got)  # report-mode limits are not advertised
+    recs = {r["url"]["full"]: r for r in proxy.wait_records(4) if "url" in r}
+    actions = [recs[api(upstream, f"/v1/report/{i}")]["event"]["action"] for i in range(4)]
+    assert actions == ["allowed", "allowed", "would_block", "would_block"]
+    third = recs[api(upstream, "/v1/report/2")]
+    assert third["event"]["reason"] == "rate_limited"
+    assert "rollout" in third["rule"]["name"]
+    assert third["http"]["response"]["status_code"] == 200
+
+
+def test_global_report_mode_applies_to_a_destination_limit_too(make_proxy, pki, upstream):
+    proxy = make_proxy(rules(pki, upstream, settings="  mode: report"), env=TOKENS)
+    s = session(proxy, "alpha", "alpha-secret")
+    assert [s.get(api(upstream), timeout=20).status_code for _ in range(7)] == [200] * 7
+
+
+# --- Redis: one budget shared by replicas, and what happens while it is down ------------------
+
+
+@pytest.fixture
+def redis():
+    require_redis_server()
+    with RedisServer() as server:
+        yield server
+
+
+def redis_settings(server: RedisServer, policy: str) -> str:
+    return f"  rate_limit_backend: {server.url}\n  rate_limit_on_backend_error: {policy}"
+
+
+def test_two_proxies_sharing_one_redis_share_one_budget(make_proxy, pki, upstream, redis):
+    text = rules(pki, upstream, settings=redis_settings(redis, "deny"))
+    a, b = make_proxy(text, env=TOKENS), make_proxy(text, env=TOKENS)
+    sa, sb = session(a, "alpha", "alpha-secret"), session(b, "alpha", "alpha-secret")
+    statuses = [sa.get(api(upstream), timeout=20).status_code for _ in range(3)]
+    statuses += [sb.get(api(upstream), timeout=20).status_code for _ in range(2)]
+    assert statuses == [200] * 5
+    for s in (sa, sb):  # the budget is spent for both replicas
+        _check_429(s.get(api(upstream), timeout=20), rule="api", quota=5, window=60, max_wait=12)
+
+
+def _wait_for(condition, what: str, timeout: float = 40.0) -> None:
+    """The store's recovery probe backs off up to seconds between tries: wait generously."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.2)
+
+
+OUTAGE = [
+    # (case, policy, statuses of 7 requests while Redis is down)
+    ("deny refuses every limited request with inspection_error", "deny", [502] * 7),
+    ("local enforces the limit with the replica's own buckets", "local", [200] * 5 + [429] * 2),
+    ("allow forwards limited requests without limiting", "allow", [200] * 7),
+]
+
+
+@pytest.mark.parametrize("case,policy,down", OUTAGE, ids=[o[0] for o in OUTAGE])
+def test_redis_outage_follows_the_backend_error_policy_and_recovers(make_proxy, pki, upstream, redis, case, policy, down):
+    proxy = make_proxy(rules(pki, upstream, settings=redis_settings(redis, policy)), env=TOKENS)
+    s = session(proxy, "alpha", "alpha-secret")
+    assert [s.get(api(upstream), timeout=20).status_code for _ in range(2)] == [200, 200]
+
+    redis.stop()
+    before = len(upstream.requests)
+    got = [s.get(api(upstream, f"/v1/outage/{policy}/{i}"), timeout=20) for i in range(7)]
+    assert [r.status_code for r in got] == down
+    assert len(upstream.requests) - before == down.count(200)
+    if policy == "deny":
+        doc = refusal(got[0].content)
+        assert doc["error"] == "inspection_error" and doc["rule"] == "api"
+        assert "could not be checked" in doc["message"]
+        rec = proxy.record_for(got[0].headers["X-Clearwall-Id"])
+        assert rec["event"]["action"] == "error"
+    # Requests no limit matches are unaffected whatever the policy.
+    assert s.get(f"https://other.example.test:{upstream.port}/free", timeout=20).status_code == 200
+
+    redis.start()  # same port, empty (no persistence): the shared bucket starts full again
+    _wait_for(lambda: "shared budgets resume" in proxy.stderr, "the store's recovery probe to find Redis")
+    # Back on Redis: the fresh shared bucket admits exactly 5, then refuses.
+    after = [s.get(api(upstream), timeout=20).status_code for _ in range(6)]
+    assert after == [200] * 5 + [429]
