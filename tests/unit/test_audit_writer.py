@@ -299,6 +299,7 @@ def test_unusable_log_dir_is_one_clear_error(tmp_path):
     [
         ({"fsync": "sometimes"}, "fsync"),
         ({"max_queue": 0}, "max_queue"),
+        ({"max_queue_bytes": 0}, "max_queue_bytes"),
         ({"rotate_bytes": 0}, "rotate_bytes"),
         ({"retention_seconds": 0}, "retention_seconds"),
         ({"batch_max": 0}, "batch_max"),
@@ -324,3 +325,38 @@ def test_log_file_is_private(tmp_path, writers):
     w.submit(rec(0))
     w.close()
     assert os.stat(tmp_path / "flows.jsonl").st_mode & 0o077 == 0
+
+
+def _big(i: int, size: int) -> Exchange:
+    return Exchange(timestamp=0, flow_id=f"b{i}", action="allowed", request_body=b"x" * size)
+
+
+@pytest.mark.parametrize(
+    "limit, accepted",
+    [
+        (3000, 3),  # three 1000-byte bodies fit exactly
+        (2999, 2),  # one byte short: the third is refused
+    ],
+)
+def test_the_queue_is_bounded_in_body_bytes(tmp_path, writers, limit, accepted):
+    GatedSink.gate.clear()
+    w = make(tmp_path, writers, max_queue_bytes=limit, open_sink=GatedSink, batch_max=1)
+    w.submit(rec(-1))  # taken by the writer thread, which then waits on the gate
+    assert wait_for(lambda: w._q.qsize() == 0)
+    for i in range(accepted):
+        w.submit(_big(i, 1000))
+    assert w.queued_bytes == accepted * 1000
+    with pytest.raises(LogBackpressure, match="body bytes"):
+        w.submit(_big(99, 1000))
+    w.submit(rec(100))  # records without bodies still fit
+    GatedSink.gate.set()
+    w.close()
+    assert w.queued_bytes == 0
+    assert [r["event"]["id"] for r in lines(tmp_path)] == ["e-1"] + [f"b{i}" for i in range(accepted)] + ["e100"]
+
+
+def test_one_oversized_record_is_accepted_into_an_empty_queue(tmp_path, writers):
+    w = make(tmp_path, writers, max_queue_bytes=10)
+    w.submit(_big(0, 1000))
+    w.close()
+    assert [r["event"]["id"] for r in lines(tmp_path)] == ["b0"]

@@ -42,6 +42,7 @@ class LogWriter:
         log_dir: Path | str,
         *,
         max_queue: int = 10000,
+        max_queue_bytes: int | None = 256 * MiB,
         fsync: str = "interval",
         fsync_interval: float = 1.0,
         rotate_bytes: int | None = 100 * MiB,
@@ -55,6 +56,8 @@ class LogWriter:
             raise ValueError(f"fsync must be one of {FSYNC_MODES}, not {fsync!r}")
         if max_queue < 1:
             raise ValueError(f"max_queue must be >= 1, not {max_queue}")
+        if max_queue_bytes is not None and max_queue_bytes < 1:
+            raise ValueError(f"max_queue_bytes must be >= 1 or None, not {max_queue_bytes}")
         if not 1 <= batch_max <= 1024:  # one writev call; IOV_MAX is 1024 on Linux
             raise ValueError(f"batch_max must be between 1 and 1024, not {batch_max}")
         if rotate_bytes is not None and rotate_bytes < 1:
@@ -63,6 +66,7 @@ class LogWriter:
             raise ValueError(f"retention_seconds must be > 0 or None, not {retention_seconds}")
         self.log_dir = Path(log_dir)
         self.max_queue = max_queue
+        self.max_queue_bytes = max_queue_bytes
         self.fsync = fsync
         self.fsync_interval = fsync_interval
         self.rotate_bytes = rotate_bytes
@@ -73,6 +77,10 @@ class LogWriter:
         self._open_sink = open_sink
         self.build_errors = 0  # records that could not be shaped; an error record stands in
         self._q: queue.Queue = queue.Queue(maxsize=max_queue)
+        # Body bytes held by queued Exchanges: they reference whole bodies (up to the size caps)
+        # until the writer has hashed them, so the queue is bounded in bytes as well as records.
+        self._queued_bytes = 0
+        self._bytes_lock = threading.Lock()
         self._prev_hash = chain.GENESIS
         self._last_expire = 0.0
         self._waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future]] = []
@@ -145,12 +153,32 @@ class LogWriter:
         thread). Never blocks; raises LogBackpressure when the queue is full (refuse the flow)."""
         if not self._accepting:
             raise LogClosed("the body log writer is not running; the record was not accepted")
+        size = _held_bytes(item)
+        with self._bytes_lock:
+            # One oversized record is still accepted into an empty queue, or it never could be.
+            if (
+                self.max_queue_bytes is not None
+                and self._queued_bytes
+                and self._queued_bytes + size > self.max_queue_bytes
+            ):
+                raise LogBackpressure(
+                    f"the body log queue holds {self._queued_bytes} body bytes (limit "
+                    f"{self.max_queue_bytes}); the record was not accepted"
+                )
+            self._queued_bytes += size
         try:
             self._q.put_nowait(item)
         except queue.Full:
+            with self._bytes_lock:
+                self._queued_bytes -= size
             raise LogBackpressure(
                 f"the body log queue is full ({self.max_queue} records); the record was not accepted"
             ) from None
+
+    @property
+    def queued_bytes(self) -> int:
+        """Body bytes referenced by queued Exchanges."""
+        return self._queued_bytes
 
     async def submit_async(self, item: dict | Exchange | Callable[[], dict]) -> None:
         """Enqueue a record, waiting (without blocking the loop) while the queue is full."""
@@ -245,6 +273,10 @@ class LogWriter:
                 batch.append(self._q.get_nowait())
             except queue.Empty:
                 break
+        taken = sum(_held_bytes(item) for item in batch)
+        if taken:
+            with self._bytes_lock:
+                self._queued_bytes -= taken
         self._wake_waiters()
         return batch
 
@@ -297,6 +329,16 @@ class LogWriter:
             "event": {"id": flow_id, "action": "error", "reason": "log_record_error"},
             "error": {"message": f"{type(error).__name__}: {error}"},
         }
+
+
+def _held_bytes(item) -> int:
+    if isinstance(item, Exchange):
+        return (
+            len(item.request_body or b"")
+            + len(item.response_body or b"")
+            + sum(len(m.content) for m in item.messages)
+        )
+    return 0
 
 
 def _set_done(fut: asyncio.Future) -> None:
