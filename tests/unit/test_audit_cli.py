@@ -338,3 +338,11 @@ def test_a_closed_output_pipe_ends_quietly(log_dir):
                        shell=True, capture_output=True, text=True, timeout=60)
     assert p.returncode == 0 and len(p.stdout.splitlines()) == 1
     assert "Traceback" not in p.stderr and "BrokenPipe" not in p.stderr
+
+
+@pytest.mark.parametrize("argv", [["tail", "-n", "-1"], ["search", "--limit", "x"], ["stats", "--top", "-5"]])
+def test_bad_counts_are_usage_errors_not_tracebacks(capsys, log_dir, argv):
+    with pytest.raises(SystemExit) as e:
+        run(capsys, *argv, "--log-dir", str(log_dir))
+    assert e.value.code == 2
+    assert "is not a whole number >= 0" in capsys.readouterr().err

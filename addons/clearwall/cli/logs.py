@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import functools
 import logging
 import os
@@ -39,6 +40,17 @@ def parse_when(text: str, now: float, flag: str) -> float:
         raise AuditError(
             f"{flag} {text!r} is neither an ISO 8601 time (2026-11-22T06:00:00Z) nor a duration ago (30m, 2h, 7d)"
         ) from None
+
+
+def _count(text: str) -> int:
+    """argparse type: a whole number >= 0."""
+    try:
+        n = int(text)
+    except ValueError:
+        n = -1
+    if n < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number >= 0")
+    return n
 
 
 def _log_dir(args) -> Path:
@@ -234,12 +246,12 @@ def register(sub) -> None:
     t = cmds.add_parser("tail", help="last records; -f follows new ones")
     _common(t, filters=True)
     t.add_argument("-f", "--follow", action="store_true", help="keep printing new records")
-    t.add_argument("-n", "--lines", type=int, default=20, help="records to show first (default 20)")
+    t.add_argument("-n", "--lines", type=_count, default=20, help="records to show first (default 20)")
     t.set_defaults(func=_warnings_to_stderr(cmd_tail))
 
     s = cmds.add_parser("search", help="records matching every filter given")
     _common(s, filters=True)
-    s.add_argument("--limit", type=int, default=0, help="stop after this many records")
+    s.add_argument("--limit", type=_count, default=0, help="stop after this many records")
     s.set_defaults(func=_warnings_to_stderr(cmd_search))
 
     sh = cmds.add_parser("show", help="every record with this event.id, in full")
@@ -249,7 +261,7 @@ def register(sub) -> None:
 
     st = cmds.add_parser("stats", help="counts: blocked, rate-limited, auth failures, upstream errors, top rules/clients/hosts")
     _common(st, filters=True)
-    st.add_argument("--top", type=int, default=10, help="entries in each top list (default 10)")
+    st.add_argument("--top", type=_count, default=10, help="entries in each top list (default 10)")
     st.set_defaults(func=_warnings_to_stderr(cmd_stats))
 
     v = cmds.add_parser("verify", help="check the hash chain; exit 1 naming the first broken record")
