@@ -11,12 +11,15 @@ from clearwall.mitm.access import Access
 from clearwall.mitm.bodylog import BodyLog, LogGate
 from clearwall.mitm.content import ContentFilters
 from clearwall.mitm.core import Core
+from clearwall.mitm.credentials import Credentials
+from clearwall.mitm.passthrough import Passthrough
 from clearwall.mitm.admin import Admin
 from clearwall.mitm.metrics import Metrics
 from clearwall.mitm.reload import Reload
 from clearwall.mitm.ratelimit import RateLimits
 from clearwall.mitm.runtime import Runtime
 from clearwall.mitm.upstream import Upstream
+from clearwall.mitm.upstream_tls import UpstreamTls
 
 
 def make_addons(runtime: Runtime | None = None) -> list[object]:
@@ -28,7 +31,10 @@ def make_addons(runtime: Runtime | None = None) -> list[object]:
         Admin(runtime),
         LogGate(runtime),
         Access(runtime),
+        Passthrough(runtime),
         Upstream(runtime),
+        Credentials(runtime),
+        UpstreamTls(runtime),
         RateLimits(runtime),
         ContentFilters(runtime),
         Metrics(runtime),

@@ -1,0 +1,175 @@
+"""Credential injection: the proxy holds the secrets, clients never do (docs/CREDENTIALS.md).
+
+Per request, in order: (1) a request that carries any secret Clearwall injects, to any
+destination, plain or lightly encoded, is exfiltration and refused (content_blocked) — URL and
+headers at `requestheaders`, the body at `request`; (2) `require: true` refuses when a secret of
+the destination came out empty; (3) `strip_headers` removes what the client sent; (4) agreed
+placeholders are swapped for their secret; (5) `inject_headers` are set. Injection happens at
+`requestheaders` so a streamed request body cannot carry the headers out before it.
+
+Every value handled here goes into `FlowState.secrets`, which the body log scrubs; messages and
+log lines name headers and destinations, never values.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import OrderedDict
+
+from mitmproxy import http
+
+from clearwall.content.decode import decode_content
+from clearwall.content.errors import DecodeError, TooLarge
+from clearwall.mitm import respond
+from clearwall.mitm.guard import guarded
+from clearwall.mitm.runtime import Runtime
+from clearwall.mitm.state import FlowState, flow_state
+from clearwall.policy.decision import Refusal
+from clearwall.policy.ruleset import RuleSet
+from clearwall.policy.secrets import EXFIL_RULE, Credential, ExfilDetector, all_secrets, credentials_for, swap_placeholders
+
+log = logging.getLogger("clearwall")
+THREAD_THRESHOLD = 64 * 1024  # request bodies above this are searched off the event loop
+DECODE_CAP = 64 * 1024**2  # decoded-size bound when the rules turn the request cap off
+
+
+class _Compiled:
+    def __init__(self, rules: RuleSet) -> None:
+        self.creds: dict[str, Credential] = credentials_for(rules)
+        self.detector = ExfilDetector(all_secrets(self.creds))
+
+
+def _mode(rules: RuleSet, st: FlowState) -> str:
+    dest = st.decision.destination if st.decision else None
+    for d in rules.destinations:
+        if d.name == dest:
+            return d.mode
+    return rules.settings.mode
+
+
+class Credentials:
+    name = "clearwall-credentials"
+
+    def __init__(self, runtime: Runtime, cache_size: int = 4) -> None:
+        self.runtime = runtime
+        self.cache_size = cache_size
+        self._cache: OrderedDict[str, _Compiled] = OrderedDict()  # rules version -> compiled
+
+    def _compiled(self, rules: RuleSet) -> _Compiled:
+        hit = self._cache.get(rules.version)
+        if hit is None:
+            hit = self._cache[rules.version] = _Compiled(rules)
+            while len(self._cache) > self.cache_size:
+                self._cache.popitem(last=False)
+        return hit
+
+    def _refuse(self, flow: http.HTTPFlow, rules: RuleSet, refusal: Refusal) -> bool:
+        """Refuse, or in report mode remember the would-be refusal; True when refused."""
+        st = flow_state(flow)
+        if _mode(rules, st) == "report":
+            st.would_block.append(refusal)
+            return False
+        respond.refuse(flow, refusal)
+        return True
+
+    def _exfiltration(self, flow: http.HTTPFlow, rules: RuleSet, where: str, found: tuple[str, str] | None) -> bool:
+        if found is None:
+            return False
+        form, secret = found
+        flow_state(flow).secrets.update((form, secret))
+        log.warning("flow %s: a credential Clearwall injects was found in the request %s; refusing", flow.id, where)
+        return self._refuse(flow, rules, Refusal(
+            "content_blocked", EXFIL_RULE,
+            f"the request {where} carries a credential that only Clearwall may send"))
+
+    @guarded
+    def requestheaders(self, flow: http.HTTPFlow) -> None:
+        if flow.response is not None:
+            return
+        st = flow_state(flow)
+        rules = st.rules or self.runtime.require_rules()
+        compiled = self._compiled(rules)
+        req = flow.request
+        if compiled.detector:
+            if self._exfiltration(flow, rules, "URL", compiled.detector.find(req.url)):
+                return
+            head = "\n".join(f"{k}: {v}" for k, v in req.headers.items(multi=True))
+            if self._exfiltration(flow, rules, "headers", compiled.detector.find(head)):
+                return
+        cred = compiled.creds.get(st.decision.destination) if st.decision else None
+        if cred is None or not cred.active:
+            return
+        st.secrets.update(cred.secrets)
+        if cred.require and cred.missing:
+            log.warning("flow %s: destination %s requires credentials that are empty: %s",
+                        flow.id, cred.destination, ", ".join(cred.missing))
+            if self._refuse(flow, rules, Refusal(
+                    "request_denied", cred.destination,
+                    f"the credential for destination {cred.destination} is not configured (require: true)")):
+                return
+        if req.scheme != "https" and (cred.inject or cred.placeholders):
+            # A credential is never sent in clear text, whatever the destination's ports say.
+            if self._refuse(flow, rules, Refusal(
+                    "request_denied", cred.destination,
+                    f"destination {cred.destination} gets credentials over HTTPS only")):
+                return
+        self._apply(req, cred)
+
+    @staticmethod
+    def _apply(req: http.Request, cred: Credential) -> None:
+        for name in cred.strip:
+            req.headers.pop(name, None)
+        if cred.placeholders:
+            for name, value in list(req.headers.items()):
+                swapped = swap_placeholders(value, cred.placeholders)
+                if swapped != value:
+                    req.headers[name] = swapped
+            path = swap_placeholders(req.path, cred.placeholders, url=True)
+            if path != req.path:
+                req.path = path
+        for name, value in cred.inject:
+            if value.strip():
+                req.headers[name] = value  # replaces every header of that name the client sent
+            else:
+                req.headers.pop(name, None)
+
+    @guarded
+    async def request(self, flow: http.HTTPFlow) -> None:
+        if flow.response is not None:
+            return
+        st = flow_state(flow)
+        rules = st.rules or self.runtime.require_rules()
+        compiled = self._compiled(rules)
+        body = flow.request.raw_content
+        if not compiled.detector or not body:
+            return
+        encoding = flow.request.headers.get("content-encoding")
+        if len(body) > THREAD_THRESHOLD or encoding:
+            try:
+                found = await asyncio.to_thread(_search_body, compiled.detector, body, encoding, _cap(rules))
+            except TooLarge:
+                return respond.refuse(flow, Refusal("request_too_large", EXFIL_RULE,
+                                                    "the request body decodes beyond its size limit"))
+            except DecodeError:
+                return respond.refuse(flow, Refusal("inspection_error", EXFIL_RULE,
+                                                    "the request body does not decode as its Content-Encoding says"))
+        else:
+            found = compiled.detector.find(body)
+        self._exfiltration(flow, rules, "body", found)
+
+
+def _cap(rules: RuleSet) -> int:
+    cap = rules.settings.limits.request_body
+    return cap if cap is not None else DECODE_CAP
+
+
+def _search_body(detector: ExfilDetector, body: bytes, encoding: str | None, cap: int) -> tuple[str, str] | None:
+    """Search the body as sent and, when compressed, as decoded (bounded; see content.decode).
+
+    An undecodable body or a decompression bomb raises: it is refused, never passed unsearched.
+    """
+    found = detector.find(body)
+    if found is None and encoding:
+        found = detector.find(decode_content(body, encoding, max_size=cap))
+    return found
