@@ -220,3 +220,179 @@ def test_redis_outage_follows_the_backend_error_policy_and_recovers(make_proxy, 
     # Back on Redis: the fresh shared bucket admits exactly 5, then refuses.
     after = [s.get(api(upstream), timeout=20).status_code for _ in range(6)]
     assert after == [200] * 5 + [429]
+
+
+def _reload(proxy, text: str, count: int) -> None:
+    """Rewrite the rules, ask for a reload (SIGHUP) and wait until the proxy says it is done."""
+    import signal
+
+    proxy.rules_path.write_text(text)
+    proxy.proc.send_signal(signal.SIGHUP)
+    _wait_for(lambda: proxy.stderr.count("rules reloaded") >= count, f"reload {count}")
+
+
+def test_a_reload_keeps_unchanged_limits_buckets_and_restarts_changed_ones(make_proxy, pki, upstream):
+    proxy = make_proxy(rules(pki, upstream), env=TOKENS)
+    s = session(proxy, "alpha", "alpha-secret")
+    assert [s.get(api(upstream), timeout=20).status_code for _ in range(6)] == [200] * 5 + [429]
+
+    # An unrelated change (a new global limit elsewhere): the api bucket stays empty, the new one applies.
+    other_limit = "rate_limits:\n  - name: other-cap\n    requests: 1\n    per: 1h\n    destinations: [other]\n"
+    _reload(proxy, rules(pki, upstream, rate_limits=other_limit), 1)
+    assert s.get(api(upstream), timeout=20).status_code == 429
+    other = f"https://other.example.test:{upstream.port}/o"
+    assert [s.get(other, timeout=20).status_code for _ in range(2)] == [200, 429]
+
+    # The api limit's numbers change: it starts again from a full bucket; other-cap keeps its state.
+    _reload(proxy, rules(pki, upstream, api_extra=FIVE_PER_MINUTE.replace("requests: 5", "requests: 6"),
+                         rate_limits=other_limit), 2)
+    assert [s.get(api(upstream), timeout=20).status_code for _ in range(7)] == [200] * 6 + [429]
+    assert s.get(other, timeout=20).status_code == 429
+
+
+# --- The addon in-process (mitmproxy's test context): failures refuse, the store is closed ----
+
+
+class _Store:
+    """A bucket store that decides with fresh buckets, or raises, and remembers being closed."""
+
+    name = "test"
+
+    def __init__(self, fail: bool = False) -> None:
+        self.fail, self.closed, self.calls = fail, False, 0
+
+    async def acquire(self, checks):
+        from clearwall.ratelimit import MemoryBackend
+
+        self.calls += 1
+        if self.fail:
+            raise RuntimeError("store bug")
+        return await MemoryBackend().acquire(checks)
+
+    def retain(self, bucket_ids) -> None:
+        pass
+
+    def stats(self) -> dict:
+        return {}
+
+    async def aclose(self) -> None:
+        self.closed = True
+
+
+def _in_process(tmp_path, text: str, store_factory):
+    from clearwall.mitm.ratelimit import RateLimits
+    from clearwall.mitm.runtime import Runtime
+    from clearwall.policy.loader import load_rules
+
+    path = tmp_path / "rules.yaml"
+    path.write_text(text)
+    runtime = Runtime(rules=load_rules(path, environ={}))
+    return runtime, RateLimits(runtime, backend_factory=store_factory)
+
+
+def _flow(destination: str | None = "api"):
+    from mitmproxy.test import tflow
+
+    from clearwall.mitm.state import flow_state
+    from clearwall.policy.clients import Identity
+    from clearwall.policy.decision import Decision
+
+    f = tflow.tflow()
+    st = flow_state(f)
+    st.identity, st.decision = Identity("alpha"), Decision(None, destination)
+    return f
+
+
+IN_PROCESS_RULES = """
+version: 1
+destinations:
+  - name: api
+    hosts: [api.example.test]
+    rate_limit: {requests: 5, per: 1m}
+  - name: free
+    hosts: [free.example.test]
+"""
+
+
+def test_a_failing_store_refuses_with_inspection_error_never_forwards(tmp_path):
+    import asyncio
+
+    from mitmproxy.test import taddons
+
+    store = _Store(fail=True)
+    _, addon = _in_process(tmp_path, IN_PROCESS_RULES, lambda *a, **k: store)
+    with taddons.context(addon):
+        f = _flow()
+        asyncio.run(addon.requestheaders(f))
+    assert store.calls == 1
+    assert f.response.status_code == 502
+    assert refusal(f.response.content)["error"] == "inspection_error"
+    assert "Retry-After" not in f.response.headers
+
+
+def test_a_bug_in_the_addon_refuses_through_the_guard(tmp_path):
+    import asyncio
+
+    from mitmproxy.test import taddons
+
+    def broken_factory(*a, **k):
+        raise RuntimeError("factory bug")
+
+    _, addon = _in_process(tmp_path, IN_PROCESS_RULES, broken_factory)
+    with taddons.context(addon):
+        f = _flow()
+        asyncio.run(addon.requestheaders(f))
+    assert f.response.status_code == 502 and refusal(f.response.content)["error"] == "inspection_error"
+
+
+def test_no_store_is_made_without_limits_and_unlimited_destinations_are_not_counted(tmp_path):
+    import asyncio
+
+    from mitmproxy.test import taddons
+
+    made: list[_Store] = []
+
+    def factory(*a, **k):
+        made.append(_Store())
+        return made[-1]
+
+    runtime, addon = _in_process(tmp_path, "version: 1\ndestinations:\n  - {name: a, hosts: [a.test]}\n", factory)
+    with taddons.context(addon):
+        f = _flow("a")
+        asyncio.run(addon.requestheaders(f))
+        assert f.response is None and made == [] and runtime.limiter is None
+
+        runtime.rules = _in_process(tmp_path, IN_PROCESS_RULES, factory)[0].rules  # a reload adds limits
+        f = _flow("free")
+        asyncio.run(addon.requestheaders(f))
+        assert f.response is None and len(made) == 1 and made[0].calls == 0
+        f = _flow("api")
+        asyncio.run(addon.requestheaders(f))
+        assert f.response is None and made[0].calls == 1
+
+
+def test_done_closes_the_store_and_a_new_store_setting_closes_the_old_one(tmp_path):
+    import asyncio
+
+    from mitmproxy.test import taddons
+
+    made: list[_Store] = []
+
+    def factory(*a, **k):
+        made.append(_Store())
+        return made[-1]
+
+    runtime, addon = _in_process(tmp_path, IN_PROCESS_RULES, factory)
+
+    async def scenario():
+        await addon.requestheaders(_flow())
+        moved = IN_PROCESS_RULES.replace("version: 1\n", "version: 1\nsettings: {rate_limit_on_backend_error: deny}\n")
+        runtime.rules = _in_process(tmp_path, moved, factory)[0].rules
+        await addon.requestheaders(_flow())
+        await asyncio.sleep(0)  # the old store closes in the background
+        assert len(made) == 2 and made[0].closed and not made[1].closed
+        await addon.done()  # mitmproxy awaits what `done` returns at shutdown
+        assert made[1].closed and runtime.limiter is None
+
+    with taddons.context(addon):
+        asyncio.run(scenario())
