@@ -49,16 +49,23 @@ class Follower:
         self.log_dir = Path(log_dir)
         self.poll = poll
         self.shown: set[str] = set()  # hashes shown since the last rotation
+        self.skip: set[str] = set()  # hashes the caller already printed (tail's last records)
         self.last: str | None = None
         self._f = None
         self._inode = None
         self._opened_at = 0.0
         self._buf = b""
+        self._opened_once = False
+
+    def start(self) -> None:
+        """Take the current end of the log as the starting point now (before printing the
+        last records, so nothing written in between is missed)."""
+        self._open(at_end=True)
 
     def _emit(self, record: dict) -> Iterator[dict]:
         h = _hash(record)
         if h is not None:
-            if h in self.shown:
+            if h in self.shown or h in self.skip:
                 return
             self.shown.add(h)
             self.last = h
@@ -78,6 +85,7 @@ class Follower:
             return False
         self._inode = os.fstat(self._f.fileno()).st_ino
         self._opened_at = time.time()
+        self._opened_once = True
         if at_end:
             self._start_at_end()
         return True
@@ -123,10 +131,11 @@ class Follower:
     def run(self, stop: Callable[[], bool], from_end: bool = True) -> Iterator[dict]:
         while not stop():
             if self._f is None:
-                if not self._open(at_end=from_end):
+                # Only the very first open may start at the end; after a rotation the new
+                # live file is read from its start.
+                if not self._open(at_end=from_end and not self._opened_once):
                     time.sleep(self.poll)
                     continue
-                from_end = False
             chunk = self._f.read(1 << 20)
             if chunk:
                 yield from self._lines(chunk)

@@ -19,7 +19,7 @@ from clearwall.audit.errors import AuditError
 from clearwall.audit.fields import parse_timestamp
 from clearwall.audit.files import all_files, read_lines
 from clearwall.audit.har import write_har
-from clearwall.audit.follow import follow
+from clearwall.audit.follow import Follower
 from clearwall.audit.reader import Filter, iter_records, parse_status, search
 from clearwall.audit.record import ACTIONS
 from clearwall.audit.stats import compute
@@ -128,11 +128,16 @@ def _last(log_dir: Path, count: int, flt: Filter) -> list[dict]:
 def cmd_tail(args) -> int:
     log_dir = _log_dir(args)
     flt = _filter(args)
-    _print_records(_last(log_dir, args.lines, flt), args.json)
-    if args.follow:
+    follower = Follower(log_dir) if args.follow else None
+    if follower is not None:
+        follower.start()  # before reading the last records: nothing falls in between
+    last = _last(log_dir, args.lines, flt)
+    _print_records(last, args.json)
+    if follower is not None:
+        follower.skip = {h for h in ((r.get("log") or {}).get("hash") for r in last) if h}
         out = _out()
         try:
-            for record in follow(log_dir):
+            for record in follower.run(stop=lambda: False):
                 if flt.matches(record):
                     out.write((orjson.dumps(record) if args.json else display.row(record).encode()) + b"\n")
                     out.flush()
