@@ -1,0 +1,80 @@
+"""Fetch one URL with a Python HTTP library configured as docs/CLIENTS.md says; print one JSON line.
+
+Usage: py_client.py LIBRARY URL, LIBRARY one of requests, httpx, httpx-explicit, aiohttp,
+aiohttp-explicit. The `*-explicit` forms take the proxy and CA from CLEARWALL_PROXY and
+CLEARWALL_CA (the code recipe); the others take nothing but the standard environment variables
+(the environment recipe). Output: {"status", "headers", "body"} or {"error", "message", "status",
+"headers"} when the library raised (a refused CONNECT surfaces as an exception).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import ssl
+import sys
+
+
+def _requests(url: str) -> dict:
+    import requests
+
+    try:
+        r = requests.get(url, timeout=20)  # HTTPS_PROXY and REQUESTS_CA_BUNDLE from the environment
+    except requests.exceptions.RequestException as e:
+        return {"error": type(e).__name__, "message": str(e)}
+    return {"status": r.status_code, "headers": dict(r.headers), "body": r.text}
+
+
+def _httpx(url: str, explicit: bool) -> dict:
+    import httpx
+
+    if explicit:
+        ctx = ssl.create_default_context(cafile=os.environ["CLEARWALL_CA"])
+        client = httpx.Client(proxy=os.environ["CLEARWALL_PROXY"], verify=ctx, timeout=20)
+    else:
+        client = httpx.Client(timeout=20)  # trust_env=True: HTTPS_PROXY and SSL_CERT_FILE
+    try:
+        with client:
+            r = client.get(url)
+    except httpx.HTTPError as e:
+        return {"error": type(e).__name__, "message": str(e)}
+    return {"status": r.status_code, "headers": dict(r.headers), "body": r.text}
+
+
+async def _aiohttp(url: str, explicit: bool) -> dict:
+    import aiohttp
+
+    kwargs: dict = {}
+    if explicit:
+        kwargs = {"proxy": os.environ["CLEARWALL_PROXY"],
+                  "ssl": ssl.create_default_context(cafile=os.environ["CLEARWALL_CA"])}
+    timeout = aiohttp.ClientTimeout(total=20)
+    # trust_env=True: HTTPS_PROXY (credentials in it included); the default SSL context reads SSL_CERT_FILE.
+    async with aiohttp.ClientSession(trust_env=not explicit, timeout=timeout) as s:
+        try:
+            async with s.get(url, **kwargs) as r:
+                return {"status": r.status, "headers": dict(r.headers), "body": await r.text()}
+        except aiohttp.ClientResponseError as e:  # ClientHttpProxyError: the refused CONNECT, headers included
+            return {"error": type(e).__name__, "message": str(e), "status": e.status,
+                    "headers": dict(e.headers or {})}
+        except aiohttp.ClientError as e:
+            return {"error": type(e).__name__, "message": str(e)}
+
+
+def main(argv: list[str]) -> int:
+    lib, url = argv[1], argv[2]
+    if lib == "requests":
+        out = _requests(url)
+    elif lib in ("httpx", "httpx-explicit"):
+        out = _httpx(url, lib.endswith("explicit"))
+    elif lib in ("aiohttp", "aiohttp-explicit"):
+        out = asyncio.run(_aiohttp(url, lib.endswith("explicit")))
+    else:
+        raise SystemExit(f"unknown library {lib!r}")
+    print(json.dumps(out))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
