@@ -114,3 +114,35 @@ def test_a_line_being_written_at_start_is_shown_once_complete(tmp_path):
     stop.set()
     t.join(5)
     assert got == ["e9"]
+
+
+def test_records_written_between_start_and_run_are_shown_once(tmp_path):
+    from clearwall.audit.follow import Follower
+
+    w = LogWriter(tmp_path)
+    w.start()
+    w.submit(rec(0))
+    wait(lambda: w.records_written == 1)
+    f = Follower(tmp_path, poll=0.05)
+    f.start()  # e.g. `tail -f` before it prints the last records
+    for i in (1, 2):
+        w.submit(rec(i))
+    wait(lambda: w.records_written == 3)
+    printed = orjson.loads((tmp_path / "flows.jsonl").read_bytes().splitlines()[1])  # e1, printed as a last record
+    f.skip = {printed["log"]["hash"]}
+    got: list[str] = []
+    stop = threading.Event()
+
+    def run():
+        for record in f.run(stop=stop.is_set):
+            got.append(record["event"]["id"])
+
+    t = threading.Thread(target=run)
+    t.start()
+    w.submit(rec(3))
+    w.close()
+    wait(lambda: len(got) >= 2)
+    time.sleep(0.2)
+    stop.set()
+    t.join(5)
+    assert got == ["e2", "e3"]
