@@ -66,8 +66,8 @@ def passthrough_destination(tunnel: Tunnel) -> str | None:
     return None
 
 
-def _has_tls_layer(ctx) -> bool:
-    return any(isinstance(x, (layers.ClientTLSLayer, layers.ServerTLSLayer)) for x in ctx.layers)
+def _has_tls_layer(stack) -> bool:
+    return any(isinstance(x, (layers.ClientTLSLayer, layers.ServerTLSLayer)) for x in stack)
 
 
 class Passthrough:
@@ -83,8 +83,13 @@ class Passthrough:
     def next_layer(self, nextlayer: layer.NextLayer) -> None:
         ctx = nextlayer.context
         tunnel = self.runtime.tunnels.get(ctx.client.id)
-        if tunnel is None or _has_tls_layer(ctx) or ctx.client.id in self._relays:
+        proposed = nextlayer.layer  # mitmproxy's NextLayer addon has chosen already (it runs first)
+        if tunnel is None or proposed is None or ctx.client.id in self._relays:
             return
+        # A proposed layer has appended itself (and its children) to the shared context.layers.
+        below = ctx.layers.index(proposed) if proposed in ctx.layers else len(ctx.layers)
+        if _has_tls_layer(ctx.layers[:below]):
+            return  # inside an established TLS layer: not the tunnel's first bytes
         dest = passthrough_destination(tunnel)
         if dest is None:
             return
@@ -97,13 +102,15 @@ class Passthrough:
             self._close[ctx.client.id] = "the ClientHello cannot be parsed"
             return
         if hello is None:
+            del ctx.layers[below:]
             nextlayer.layer = None  # wait for the whole ClientHello before deciding
             return
         reason = self._sni_problem(hello.sni, tunnel)
         if reason is not None:
-            self._close[ctx.client.id] = reason  # refused at the handshake (tls_clienthello)
+            self._close[ctx.client.id] = reason  # refused at the handshake (tls_start_client)
             return
         self._relays[ctx.client.id] = _Relay(tunnel, dest, hello.sni, self.clock())
+        del ctx.layers[below:]
         nextlayer.layer = layers.TCPLayer(ctx, ignore=False)
 
     @staticmethod
