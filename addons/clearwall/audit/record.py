@@ -91,9 +91,9 @@ def _check_action(action: str) -> None:
         raise ValueError(f"event.action must be one of {sorted(ACTIONS)}, not {action!r}")
 
 
-def _obj(**fields) -> dict:
-    """A dict of the fields that are known (not None, not empty)."""
-    return {k: v for k, v in fields.items() if v is not None and v != {} and v != []}
+def _known(*pairs: tuple[str, Any]) -> dict:
+    """A dict of the (name, value) pairs whose value is known (not None)."""
+    return {k: v for k, v in pairs if v is not None}
 
 
 def _base(ex: Exchange) -> dict:
@@ -101,15 +101,16 @@ def _base(ex: Exchange) -> dict:
     _check_action(ex.action)
     record = {
         "@timestamp": iso_timestamp(ex.timestamp),
-        "event": _obj(id=ex.flow_id, action=ex.action, reason=ex.reason, duration=_duration_ns(ex.duration)),
-        "rule": _obj(name=list(ex.rules), ruleset=ex.ruleset),
-        "client": _obj(ip=ex.client_ip, port=ex.client_port,
-                       user={"name": ex.client_user} if ex.client_user is not None else None),
-        "labels": _obj(client=ex.client_label),
-        "destination": _obj(domain=ex.dest_domain, ip=ex.dest_ip, port=ex.dest_port),
-        "url": _obj(full=ex.url),
+        "event": _known(("id", ex.flow_id), ("action", ex.action), ("reason", ex.reason),
+                        ("duration", _duration_ns(ex.duration))),
+        "rule": _known(("name", list(ex.rules) if ex.rules else None), ("ruleset", ex.ruleset)),
+        "client": _known(("ip", ex.client_ip), ("port", ex.client_port),
+                         ("user", {"name": ex.client_user} if ex.client_user is not None else None)),
+        "labels": _known(("client", ex.client_label)),
+        "destination": _known(("domain", ex.dest_domain), ("ip", ex.dest_ip), ("port", ex.dest_port)),
+        "url": _known(("full", ex.url)),
         "tls": {"client": {"server_name": ex.sni}} if ex.sni is not None else None,
-        "mcp": _obj(method=ex.mcp_method, tool=ex.mcp_tool, id=ex.mcp_id),
+        "mcp": _known(("method", ex.mcp_method), ("tool", ex.mcp_tool), ("id", ex.mcp_id)),
         # Only where and which rule matched: the matched text itself may be the secret.
         "clearwall": {
             "matches": [
