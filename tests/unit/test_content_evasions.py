@@ -103,3 +103,14 @@ def test_html_entities_decoder_matches_the_stdlib():
     text = "&lt;b&gt; &#x67;hp &amp;"
     (v,) = Evasions().variants(text)
     assert v.text == html.unescape(text)
+
+
+def test_every_format_character_counts_as_invisible():
+    import sys
+    import unicodedata
+
+    from clearwall.content.evasions import _INVISIBLE
+
+    missing = [hex(c) for c in range(sys.maxunicode + 1)
+               if unicodedata.category(chr(c)) == "Cf" and not _INVISIBLE.match(chr(c))]
+    assert missing == []

@@ -19,7 +19,7 @@ EMAIL = "jane.doe@acme-corp.net"
 SPECS = [
     FilterSpec("aws", r"\b(?:AKIA|ASIA)[A-Z2-7]{16}\b", where=REQ),
     FilterSpec("email", r"[\w.+-]{1,64}@[\w-]{1,63}\.[\w.-]{2,24}", where=REQ, action="redact"),
-    FilterSpec("card", r"\b4[0-9]{15}\b", where=REQ, action="redact", validate="luhn"),
+    FilterSpec("card", r"\b4[0-9]{15}\b", where=REQ, action="redact", validate="card"),
     FilterSpec("inject", r"(?i)ignore (?:all )?previous instructions", where=frozenset({"response.body"}), action="alert"),
     FilterSpec("trial", r"\bcanary-[0-9]{4}\b", where=REQ, mode="report"),
     FilterSpec("quoted", r'x"y', where=REQ, action="redact"),

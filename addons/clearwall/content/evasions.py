@@ -13,7 +13,6 @@ import base64
 import binascii
 import html
 import re
-import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass
 from urllib.parse import unquote
@@ -22,11 +21,19 @@ _PERCENT = re.compile(r"%[0-9A-Fa-f]{2}")
 _JSON_ESCAPE = re.compile(r'\\(?:u[0-9A-Fa-f]{4}|[/"\\bfnrt])')
 _JSON_SIMPLE = {"/": "/", '"': '"', "\\": "\\", "b": "\b", "f": "\f", "n": "\n", "r": "\r", "t": "\t"}
 _ENTITY = re.compile(r"&(?:#[0-9]{1,7}|#[xX][0-9A-Fa-f]{1,6}|[A-Za-z][A-Za-z0-9]{1,31});")
-# Invisible characters used to break a token apart: zero-width, bidi controls, soft hyphen, tags.
+# Invisible characters used to break a token apart: every format character (category Cf:
+# zero-width, bidi controls, soft hyphen, tags; a test checks the list against unicodedata),
+# variation selectors, combining grapheme joiner, Hangul fillers. Spelled out because `re` scans
+# an explicit class several times faster than `regex` scans \p{Cf}.
 _INVISIBLE = re.compile(
-    "[\u00ad\u034f\u061c\u115f\u1160\u17b4\u17b5\u180b-\u180f\u200b-\u200f\u202a-\u202e\u2060-\u206f"
-    "\u3164\ufe00-\ufe0f\ufeff\uffa0\U000e0000-\U000e007f]"
+    "[\u00ad\u034f\u0600-\u0605\u061c\u06dd\u070f\u0890-\u0891\u08e2\u115f\u1160\u17b4\u17b5"
+    "\u180b-\u180f\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u206f\u3164\ufe00-\ufe0f\ufeff"
+    "\uffa0\ufff9-\ufffb\U000110bd\U000110cd\U00013430-\U0001343f\U0001bca0-\U0001bca3"
+    "\U0001d173-\U0001d17a\U000e0001\U000e0020-\U000e007f\U000e0100-\U000e01ef]"
 )
+# Full-width letters and digits (ｇｈｐ＿) folded to ASCII; CJK punctuation is left alone.
+_FULLWIDTH = re.compile(r"[\uff10-\uff19\uff21-\uff3a\uff41-\uff5a\uff3f]")
+_FULLWIDTH_MAP = {c: c - 0xFEE0 for c in [*range(0xFF10, 0xFF1A), *range(0xFF21, 0xFF3B), *range(0xFF41, 0xFF5B), 0xFF3F]}
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,9 +95,8 @@ def invisible(text: str) -> str | None:
     if text.isascii():
         return None
     out = _INVISIBLE.sub("", text)
-    # Other format characters (category Cf) too, and NFKC folds full-width letters to ASCII.
-    out = "".join(c for c in out if not (c > "\x7f" and unicodedata.category(c) == "Cf"))
-    out = unicodedata.normalize("NFKC", out)
+    if _FULLWIDTH.search(out):
+        out = out.translate(_FULLWIDTH_MAP)
     return out if out != text else None
 
 
@@ -102,25 +108,41 @@ _ALNUM = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
 _B64_STD = _keep_table(_ALNUM + b"+/=")
 _B64_URL = _keep_table(_ALNUM + b"-_=")
 _HEX = _keep_table(b"0123456789abcdefABCDEF")
-# In base64 of ASCII text every 4th character encodes a byte's top six bits: A-Z or a-f.
-_B64_FIRST = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdef"
+# Base64 of text has a fingerprint. Of each 4-character group, the first character holds the top
+# six bits of a byte: for printable ASCII (and tab, LF, CR) one of C D I-Z a-f. The second holds
+# the next byte's high nibble in its low four bits: 2-7 for printable ASCII, 0 for tab/LF/CR.
+# Random identifiers and binary data (images, digests) rarely pass both.
+_B64_FIRST = b"CDIJKLMNOPQRSTUVWXYZabcdef"
+_B64_SECOND = b"ACDEFGHQSTUVWXgijklmnwyz0123"
 # In hex of ASCII text every other digit is a byte's high nibble: 2-7 for printable bytes.
 _HEX_HIGH = b"234567"
 
 
+_RUNS: dict[int, re.Pattern] = {}
+
+
 def _tokens(data: bytes, table: bytes, minimum: int) -> list[bytes]:
-    """Maximal runs of one alphabet, found at bytes.translate/split speed (no regex pass)."""
-    out = []
-    for token in data.translate(table).split():
-        if len(token) < minimum:
-            continue
-        # '=' is padding: it ends a run ("key=dG9r..." holds the run after '=').
-        out.extend(p for p in token.split(b"=") if len(p) >= minimum)
+    """Maximal runs of one alphabet: translate the rest to spaces, then let `re` pick the long
+    runs in C (no Python loop over the many short words)."""
+    runs = _RUNS.get(minimum)
+    if runs is None:
+        runs = _RUNS[minimum] = re.compile(rb"[^ ]{%d,}" % minimum)
+    out: list[bytes] = []
+    for token in runs.findall(data.translate(table)):
+        if b"=" in token:  # '=' is padding: "key=dG9r..." holds the run after '='
+            out.extend(p for p in token.split(b"=") if len(p) >= minimum)
+        else:
+            out.append(token)
     return out
 
 
 def _mostly(sample: bytes, allowed: bytes, share: float = 0.8) -> bool:
     return len(sample) - len(sample.translate(None, allowed)) >= share * len(sample)
+
+
+def _b64_textlike(part: bytes) -> bool:
+    head = part[:256]
+    return _mostly(head[0::4], _B64_FIRST, 0.85) and _mostly(head[1::4], _B64_SECOND, 0.85)
 
 
 class Evasions:
@@ -168,7 +190,7 @@ class Evasions:
                     part = run[shift:]
                     if len(part) % 4 == 1:
                         part = part[:-1]  # one dangling character carries no whole byte
-                    if len(part) < self.min_base64 or not _mostly(part[0::4], _B64_FIRST):
+                    if len(part) < self.min_base64 or not _b64_textlike(part):
                         continue
                     part += b"=" * (-len(part) % 4)
                     try:

@@ -207,6 +207,35 @@ def _trim_leading_runs(items: list) -> list:
     return items[i:]
 
 
+def _literal_run(items) -> int:
+    """Length of the longest literal every match must contain (0 when there is none)."""
+    best = run = 0
+    for op, av in items:
+        if op is C.LITERAL:
+            run += 1
+            best = max(best, run)
+            continue
+        if op in (C.AT, C.ASSERT, C.ASSERT_NOT):
+            continue  # zero-width: the literals on both sides stay adjacent
+        if op is C.SUBPATTERN:
+            best = max(best, _literal_run(av[3]))
+        elif op is C.ATOMIC_GROUP:
+            best = max(best, _literal_run(av))
+        elif op is C.BRANCH:
+            best = max(best, min(_literal_run(alt) for alt in av[1]))
+        elif op in _REPEATS and av[0] >= 1:
+            best = max(best, _literal_run(av[2]))
+        run = 0
+    return best
+
+
+def required_literal(pattern: str) -> int:
+    """How long a literal the pattern guarantees. Hyperscan scans patterns with a literal of
+    three or more bytes an order of magnitude faster than patterns made of classes only, and one
+    class-only pattern slows a whole database: the scanner keeps the two kinds apart."""
+    return _literal_run(_parse(pattern).data)
+
+
 def hyperscan_pattern(pattern: str) -> bytes:
     """The relaxed, pure-ASCII Hyperscan expression for `pattern` (raises Unrelaxable)."""
     parsed = _parse(pattern)

@@ -42,7 +42,7 @@ ENGINES = ("auto", "hyperscan", "regex")
 class _Filter:
     """A compiled filter: the `regex` pattern and what the prefilter knows about it."""
 
-    __slots__ = ("index", "spec", "pattern", "group", "validator", "width", "context", "hs_expr")
+    __slots__ = ("index", "spec", "pattern", "group", "validator", "width", "context", "hs_expr", "literal")
 
     def __init__(self, index: int, spec: FilterSpec, want_hs: bool) -> None:
         self.index, self.spec = index, spec
@@ -63,9 +63,11 @@ class _Filter:
         # Empty matches make finditer's stepping rules matter: always confirm on the whole text.
         self.width = hi if lo > 0 and self.context < relax.UNBOUNDED else relax.UNBOUNDED
         self.hs_expr: bytes | None = None
+        self.literal = 0
         if want_hs and lo > 0:
             try:
                 self.hs_expr = relax.hyperscan_pattern(spec.pattern)
+                self.literal = relax.required_literal(spec.pattern)
             except relax.Unrelaxable as exc:
                 log.debug("filter %s has no prefilter form: %s", spec.name, exc)
 
@@ -96,17 +98,26 @@ def _finditer(f: _Filter, text: str, pos: int, endpos: int, deadline: float):
 
 
 class _Prefilter:
-    """One Hyperscan database per distinct set of filters a target uses (shared, read-only)."""
+    """Hyperscan databases per distinct set of filters a target uses (shared, read-only).
+
+    Filters anchored on a literal of >= 3 bytes share one database; class-only filters (card
+    numbers, e-mail addresses) get a second one, because a single class-only pattern would
+    slow the whole literal-anchored database several times over.
+    """
+
+    ANCHOR = 3
 
     def __init__(self, filters: list[_Filter], targets: Iterable[str]) -> None:
         self._local = threading.local()
-        self._dbs: dict[frozenset[int], object] = {}
+        self._dbs: dict[frozenset[int], list[object]] = {}
         self.by_target: dict[str, frozenset[int]] = {}
         for target in sorted(targets):
             ids = frozenset(f.index for f in filters if f.hs_expr and f.applies(target))
             self.by_target[target] = ids
             if ids and ids not in self._dbs:
-                self._dbs[ids] = self._compile([f for f in filters if f.index in ids])
+                chosen = [f for f in filters if f.index in ids]
+                groups = [[f for f in chosen if f.literal >= self.ANCHOR], [f for f in chosen if f.literal < self.ANCHOR]]
+                self._dbs[ids] = [self._compile(g) for g in groups if g]
 
     @staticmethod
     def _compile(filters: list[_Filter]):
@@ -133,7 +144,6 @@ class _Prefilter:
         ids = self.by_target.get(target)
         if not ids:
             return {}
-        db = self._dbs[ids]
         found: dict[int, list[int] | None] = {}
         calls = 0
 
@@ -152,7 +162,8 @@ class _Prefilter:
             # Hyperscan is linear, but a hostile body can make it call back per byte.
             return not calls & 0x3FF and time.monotonic() > deadline
 
-        db.scan(data, match_event_handler=on_match, scratch=self._scratch(db))
+        for db in self._dbs[ids]:
+            db.scan(data, match_event_handler=on_match, scratch=self._scratch(db))
         _remaining(deadline)
         return found
 

@@ -81,6 +81,20 @@ def luhn(value: str) -> bool:
     return total % 10 == 0
 
 
+# Issuer prefixes and lengths (Visa, Mastercard, Amex, Discover, JCB, Diners, UnionPay).
+_CARD_ISSUERS = re.compile(
+    r"4[0-9]{12}(?:[0-9]{3}){0,2}|(?:5[1-5][0-9]{2}|222[1-9]|22[3-9][0-9]|2[3-6][0-9]{2}|27[01][0-9]|2720)[0-9]{12}"
+    r"|3[47][0-9]{13}|6(?:011|5[0-9]{2}|4[4-9][0-9])[0-9]{12,15}|35(?:2[89]|[3-8][0-9])[0-9]{12,15}"
+    r"|3(?:0[0-5]|[689][0-9])[0-9]{11,16}|62[0-9]{14,17}"
+)
+
+
+def card(value: str) -> bool:
+    """A payment card number: a known issuer prefix and length, and a valid Luhn checksum."""
+    digits = "".join(c for c in value if c.isdigit())
+    return bool(_CARD_ISSUERS.fullmatch(digits)) and luhn(digits)
+
+
 def mod97(value: str) -> bool:
     """IBAN: ISO 13616 mod-97 check over the rearranged account number."""
     iban = "".join(value.split()).upper()
@@ -155,6 +169,7 @@ def entropy(threshold: float) -> Validator:
 
 _NAMED: dict[str, Validator] = {
     "luhn": luhn,
+    "card": card,
     "mod97": mod97,
     "ssn": ssn,
     "jwt": jwt,
@@ -164,7 +179,7 @@ _NAMED: dict[str, Validator] = {
 
 
 def parse_validator(spec: str) -> Validator:
-    """`luhn` | `mod97` | `ssn` | `jwt` | `not_placeholder` | `generic_secret` | `entropy:<bits>`."""
+    """`luhn` | `card` | `mod97` | `ssn` | `jwt` | `not_placeholder` | `generic_secret` | `entropy:<bits>`."""
     name, _, arg = spec.strip().partition(":")
     if name == "entropy":
         try:
