@@ -121,20 +121,25 @@ def other_cpu(result: LoadResult) -> float | None:
     return max(0.0, cpu["machine"] - cpu["proxy"] - cpu["upstream"] - result.client_cpu)
 
 
+def _stat_fields(pid: int | str) -> list[str]:
+    # After the command name, which may hold spaces: state, ppid, ..., utime (12th), stime.
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+
+
 def process_cpu_seconds(pid: int) -> float:
-    """utime+stime of `pid` and its living children (clearwall may run helpers)."""
-    tick = os.sysconf("SC_CLK_TCK")
-    total, pids = 0.0, {pid}
+    """utime+stime of `pid` and of its living children. Raises OSError once `pid` is gone, so
+    a dead proxy's CPU reads as unknown, not as zero."""
+    fields = _stat_fields(pid)
+    total = int(fields[11]) + int(fields[12])
     for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(entry.name) in pids or int(fields[1]) == pid:
-            total += (int(fields[11]) + int(fields[12])) / tick
-    return total
+        if entry.name.isdigit() and entry.name != str(pid):
+            try:
+                child = _stat_fields(entry.name)
+            except OSError:
+                continue  # exited while we looked
+            if child[1] == str(pid):
+                total += int(child[11]) + int(child[12])
+    return total / os.sysconf("SC_CLK_TCK")
 
 
 class ProxyProcess:

@@ -199,3 +199,30 @@ def test_machine_and_process_cpu_counters_move_forward():
     m0, p0 = proxy.machine_busy_seconds(), proxy.process_cpu_seconds(os.getpid())
     sum(i * i for i in range(2_000_000))
     assert proxy.machine_busy_seconds() >= m0 and proxy.process_cpu_seconds(os.getpid()) > p0
+
+
+def test_cpu_of_a_process_that_is_gone_is_unknown_not_zero():
+    import subprocess
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    with pytest.raises(OSError):
+        proxy.process_cpu_seconds(child.pid)
+
+
+def test_cpu_of_a_process_includes_its_living_children():
+    import os
+    import subprocess
+    import time
+
+    before = proxy.process_cpu_seconds(os.getpid())
+    busy = subprocess.Popen([sys.executable, "-c",
+                             "import time\nt = time.process_time()\n"
+                             "while time.process_time() - t < 0.3: pass\ntime.sleep(30)"])
+    try:
+        deadline = time.monotonic() + 10
+        while proxy.process_cpu_seconds(os.getpid()) - before < 0.25:
+            assert time.monotonic() < deadline, "the child's CPU was never counted"
+            time.sleep(0.05)
+    finally:
+        busy.kill()
+        busy.wait()
