@@ -255,3 +255,16 @@ def tunnel_record(
     record.setdefault("destination", {})["bytes"] = bytes_down
     record["network"] = {"transport": "tcp", "type": "tls-passthrough"}
     return _finish(record, ex)
+
+
+def error_record(item, error: Exception, now: float) -> dict:
+    """Stands in for a record that could not be built or encoded, so the flow still leaves a
+    trace under its event.id."""
+    flow_id = getattr(item, "flow_id", None)
+    if isinstance(item, dict):
+        flow_id = (item.get("event") or {}).get("id")
+    return {
+        "@timestamp": iso_timestamp(now),
+        "event": {"id": flow_id, "action": "error", "reason": "log_record_error"},
+        "error": {"message": f"{type(error).__name__}: {error}"},
+    }

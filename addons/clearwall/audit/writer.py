@@ -9,7 +9,6 @@ with inspection_error) and is retried until it succeeds: no record is dropped.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import queue
 import threading
@@ -19,12 +18,12 @@ from typing import Any, Callable
 
 from clearwall.audit import chain
 from clearwall.audit.errors import AuditError, LogBackpressure, LogClosed
-from clearwall.audit.fields import iso_timestamp
 from clearwall.audit.livefile import LiveFile, utc_day
-from clearwall.audit.record import Exchange, build_record
+from clearwall.audit.record import Exchange, build_record, error_record
 from clearwall.audit.recovery import recover
 from clearwall.audit.rotation import Housekeeper
 from clearwall.audit.sink import FileSink
+from clearwall.audit.waiters import Waiters
 
 log = logging.getLogger(__name__)
 
@@ -83,8 +82,7 @@ class LogWriter:
         self._bytes_lock = threading.Lock()
         self._prev_hash = chain.GENESIS
         self._last_expire = 0.0
-        self._waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future]] = []
-        self._waiters_lock = threading.Lock()
+        self._waiters = Waiters()
         self._accepting = False
         self._abort = threading.Event()
         self._thread = threading.Thread(target=self._run, name="clearwall-log-writer", daemon=True)
@@ -182,15 +180,12 @@ class LogWriter:
 
     async def submit_async(self, item: dict | Exchange | Callable[[], dict]) -> None:
         """Enqueue a record, waiting (without blocking the loop) while the queue is full."""
-        loop = asyncio.get_running_loop()
         while True:
             try:
                 return self.submit(item)
             except LogBackpressure:
                 pass
-            fut = loop.create_future()
-            with self._waiters_lock:
-                self._waiters.append((loop, fut))
+            fut = self._waiters.add()
             try:
                 # Re-check after registering: the writer may have made room in between.
                 return self.submit(item)
@@ -214,7 +209,7 @@ class LogWriter:
             self._abort.set()
             self._thread.join(1.0)
         self._house.close(max(0.1, deadline - time.monotonic()))
-        self._wake_waiters()
+        self._waiters.wake_all()
         lost = self.queue_depth
         if lost:
             log.error("body log closed with %d record(s) unwritten: %s", lost, self.last_error)
@@ -224,17 +219,6 @@ class LogWriter:
             log.info("body log closed: %d record(s) written, head hash %s", self.records_written, self._prev_hash)
 
     # ----- writer thread -----------------------------------------------------------------
-
-    def _wake_waiters(self) -> None:
-        if not self._waiters:
-            return
-        with self._waiters_lock:
-            waiters, self._waiters = self._waiters, []
-        for loop, fut in waiters:
-            try:
-                loop.call_soon_threadsafe(_set_done, fut)
-            except RuntimeError:  # loop closed: nobody is waiting any more
-                pass
 
     def _run(self) -> None:
         stopping = False
@@ -277,7 +261,7 @@ class LogWriter:
         if taken:
             with self._bytes_lock:
                 self._queued_bytes -= taken
-        self._wake_waiters()
+        self._waiters.wake_all()
         return batch
 
     def _seal(self, batch: list) -> None:
@@ -291,7 +275,7 @@ class LogWriter:
             return chain.seal(record, self._prev_hash)
         except (TypeError, ValueError) as e:  # orjson cannot encode a value
             self.build_errors += 1
-            return chain.seal(self._error_record(record, e), self._prev_hash)
+            return chain.seal(error_record(record, e, self.clock()), self._prev_hash)
 
     def _build(self, item) -> dict:
         try:
@@ -303,7 +287,7 @@ class LogWriter:
         except Exception as e:  # a bug in shaping must still leave a trace in the log
             self.build_errors += 1
             log.exception("cannot build a body log record")
-            return self._error_record(item, e)
+            return error_record(item, e, self.clock())
 
     def _after_write(self) -> None:
         if self.fsync == "every" or (
@@ -320,16 +304,6 @@ class LogWriter:
             self._last_expire = now
         self._file.rotate_if_new_day(now)
 
-    def _error_record(self, item, error: Exception) -> dict:
-        flow_id = getattr(item, "flow_id", None)
-        if isinstance(item, dict):
-            flow_id = (item.get("event") or {}).get("id")
-        return {
-            "@timestamp": iso_timestamp(self.clock()),
-            "event": {"id": flow_id, "action": "error", "reason": "log_record_error"},
-            "error": {"message": f"{type(error).__name__}: {error}"},
-        }
-
 
 def _held_bytes(item) -> int:
     if isinstance(item, Exchange):
@@ -339,8 +313,3 @@ def _held_bytes(item) -> int:
             + sum(len(m.content) for m in item.messages)
         )
     return 0
-
-
-def _set_done(fut: asyncio.Future) -> None:
-    if not fut.done():
-        fut.set_result(None)
