@@ -154,6 +154,7 @@ class LoadResult:
     clients: int
     duration: float                    # the measured window, seconds
     requests: int = 0                  # successful requests completed inside the window
+    completed: int = 0                 # successful requests in all, warm-up and tail included
     errors: int = 0                    # failed requests, warm-up and tail included
     latencies: list[float] = field(default_factory=list)   # seconds, ascending after finish()
     error_samples: Counter = field(default_factory=Counter)
@@ -195,7 +196,7 @@ class LoadResult:
 
     def summary(self) -> dict:
         return {"mode": self.mode, "clients": self.clients, "duration_s": self.duration,
-                "requests": self.requests, "rps": round(self.rps, 1),
+                "requests": self.requests, "completed": self.completed, "rps": round(self.rps, 1),
                 "p50_ms": round(self.p50_ms, 3), "p99_ms": round(self.p99_ms, 3),
                 "errors": self.errors, "error_samples": dict(self.error_samples),
                 "client_cpu": round(self.client_cpu, 3),
@@ -216,6 +217,7 @@ class _Run:
         self.close_request = build_request(spec, close=True)
 
     def record_ok(self, began: float, done: float) -> None:
+        self.result.completed += 1
         if self.start <= done <= self.end:
             self.result.requests += 1
             self.result.latencies.append(done - began)

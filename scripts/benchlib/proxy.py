@@ -19,6 +19,7 @@ Exit status: 0 when every target started and no request failed, 1 otherwise.
 from __future__ import annotations
 
 import argparse
+import gzip
 import json
 import os
 import platform
@@ -31,7 +32,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from benchlib.loadgen import MODES, LoadResult, LoadSpec, run_load
@@ -149,6 +150,7 @@ class ProxyProcess:
                  start_timeout: float = 60.0) -> None:
         self.cmd, self.port, self.workdir = cmd, port, workdir
         self.start_timeout = start_timeout
+        self.failed = False
         workdir.mkdir(parents=True, exist_ok=True)
         self._out = open(workdir / "proxy.out", "wb")
         self.proc = subprocess.Popen(cmd, stdout=self._out, stderr=subprocess.STDOUT, env=env,
@@ -198,6 +200,7 @@ class Cell:
     runs: list[LoadResult]
     failure: str | None = None     # first line of why the target did not run
     detail: str = ""               # the whole reason, with the proxy's last output lines
+    unlogged: list[str] = field(default_factory=list)  # rounds whose body log missed exchanges
 
     @property
     def errors(self) -> int:
@@ -209,7 +212,7 @@ class Cell:
 
     @property
     def valid(self) -> bool:
-        return self.failure is None and bool(self.runs) and self.errors == 0
+        return self.failure is None and bool(self.runs) and self.errors == 0 and not self.unlogged
 
 
 def ratio(cell: Cell, base: Cell | None, attr: str = "rps") -> str:
@@ -219,6 +222,27 @@ def ratio(cell: Cell, base: Cell | None, attr: str = "rps") -> str:
     if not (cell.valid and base.valid) or not base.median(attr) or cell.median(attr) is None:
         return "n/a"
     return f"{cell.median(attr) / base.median(attr):.2f}"
+
+
+def count_log_records(log_dir: Path) -> int:
+    """Records in Clearwall's body log: flows.jsonl and its rotated flows-*.jsonl.gz files."""
+    total = 0
+    for path in sorted(log_dir.glob("flows*.jsonl*")):
+        opener = gzip.open if path.suffix == ".gz" else open
+        with opener(path, "rb") as f:
+            total += sum(1 for line in f if line.strip())
+    return total
+
+
+def check_logged(cells: dict[tuple[str, str], Cell], target: Target, modes: list[str],
+                 log_dir: Path) -> None:
+    """Clearwall logs every exchange (SPEC §5): after a clean stop, its body log must hold at
+    least one record per request it answered, or the speed was bought by not recording."""
+    runs = [cells[(target.name, m)].runs[-1] for m in modes if cells[(target.name, m)].runs]
+    served, logged = sum(r.completed for r in runs), count_log_records(log_dir)
+    if logged < served:
+        cells[(target.name, modes[0])].unlogged.append(
+            f"its body log holds {logged} records for {served} requests answered")
 
 
 def run_bench(args, mitm_args: list[str], targets: list[Target], workroot: Path,
@@ -260,12 +284,15 @@ def run_bench(args, mitm_args: list[str], targets: list[Target], workroot: Path,
                             f"{_pct(result.proxy_cpu)} ({_ms(result.proxy_ms_per_request)} ms/req), load generator {_pct(result.client_cpu)}, "
                             f"other work {_pct(result.other_cpu)}")
                 except TargetFailed as e:
+                    proxy.failed = True
                     log(f"  {target.name} FAILED: {e}")
                     for mode in modes:
                         cells[(target.name, mode)].failure = str(e).splitlines()[0]
                         cells[(target.name, mode)].detail = str(e)
                 finally:
                     proxy.stop()
+                if target.kind == "clearwall" and not proxy.failed:
+                    check_logged(cells, target, modes, workdir / "logs")
     return cells
 
 
@@ -322,6 +349,7 @@ def problems(cells: dict[tuple[str, str], Cell]) -> list[str]:
             samples = sum((r.error_samples for r in cell.runs), Counter())
             detail = "; ".join(f"{n}x {msg}" for msg, n in samples.most_common(5))
             out.append(f"{cell.target} {cell.mode}: {cell.errors} failed requests: {detail}")
+        out.extend(f"{cell.target}: {message}" for message in cell.unlogged)
     return out
 
 

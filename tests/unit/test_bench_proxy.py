@@ -226,3 +226,39 @@ def test_cpu_of_a_process_includes_its_living_children():
     finally:
         busy.kill()
         busy.wait()
+
+
+def _write_log(log_dir: Path, live: int, rotated: list[int]) -> None:
+    import gzip
+    log_dir.mkdir(parents=True, exist_ok=True)
+    (log_dir / "flows.jsonl").write_text('{"event": {}}\n' * live)
+    for i, n in enumerate(rotated):
+        with gzip.open(log_dir / f"flows-2026-01-0{i + 1}T000000Z.jsonl.gz", "wt") as f:
+            f.write('{"event": {}}\n' * n)
+
+
+@pytest.mark.parametrize("live, rotated, expected", [
+    (0, [], 0),
+    (5, [], 5),
+    (5, [3, 2], 10),
+])
+def test_body_log_records_are_counted_across_rotated_files(tmp_path, live, rotated, expected):
+    _write_log(tmp_path / "logs", live, rotated)
+    assert proxy.count_log_records(tmp_path / "logs") == expected
+
+
+@pytest.mark.parametrize("logged, served, flagged", [
+    (99, 100, True),     # one exchange missing from the log
+    (100, 100, False),
+    (130, 100, False),   # refused requests are logged too
+])
+def test_a_clearwall_run_whose_log_misses_exchanges_is_not_valid(tmp_path, logged, served, flagged):
+    _write_log(tmp_path / "logs", logged, [])
+    target = Target("clearwall", "clearwall", Path("r.yaml"))
+    run = _result(10)
+    run.completed = served
+    cells = {("clearwall", "keepalive"): Cell("clearwall", "keepalive", [run])}
+    proxy.check_logged(cells, target, ["keepalive"], tmp_path / "logs")
+    assert cells[("clearwall", "keepalive")].valid is not flagged
+    issues = proxy.problems(cells)
+    assert (f"{logged} records for {served} requests" in " ".join(issues)) is flagged
