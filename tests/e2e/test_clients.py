@@ -13,6 +13,7 @@ import json
 import os
 import shutil
 import subprocess
+import time
 import sys
 import zipfile
 from dataclasses import dataclass, field
@@ -346,3 +347,134 @@ def test_recipe(proxy, upstream, home, runtime, case, host, path, creds, check):
         assert reached == [path]
     else:
         assert reached == [], f"a refused request reached the upstream: {reached}"
+
+
+# --- git: `git ls-remote` against the smart-HTTP endpoint ---
+
+
+def git_env(home: Path, **recipe: str) -> dict[str, str]:
+    # No system or user configuration may supply a proxy or CA behind the recipe's back.
+    return clean_env(home, GIT_CONFIG_NOSYSTEM="1", GIT_CONFIG_GLOBAL=os.devnull, GIT_TERMINAL_PROMPT="0", **recipe)
+
+
+# git sends proxy credentials only after a 407 unless told `basic`: without it, a client that is
+# refused as unidentified (403, `require_client_auth: false`) never gets to present its token.
+def git_config_recipe(proxy, creds, home):
+    return (["-c", f"http.proxy={proxy_url(proxy, creds)}", "-c", "http.proxyAuthMethod=basic"],
+            git_env(home, GIT_SSL_CAINFO=str(proxy.ca_cert)))
+
+
+def git_env_recipe(proxy, creds, home):
+    return [], git_env(home, HTTPS_PROXY=proxy_url(proxy, creds), GIT_HTTP_PROXY_AUTHMETHOD="basic",
+                       GIT_SSL_CAINFO=str(proxy.ca_cert))
+
+
+GIT_RECIPES = {"git with http.proxy and GIT_SSL_CAINFO": git_config_recipe,
+               "git with HTTPS_PROXY and GIT_SSL_CAINFO": git_env_recipe}
+
+GIT_CASES = [
+    # (case, host, repo, credentials, expected exit code, text git prints)
+    ("an allowed repository lists its refs", "git.example.test", "allowed.git", None, 0, f"{COMMIT}\trefs/heads/main"),
+    ("a repository path the rules do not allow fails with 403", "git.example.test", "denied.git", None, 128,
+     "The requested URL returned error: 403"),
+    ("a host no rule allows fails at CONNECT", "other.example.test", "allowed.git", None, 128,
+     "CONNECT tunnel failed, response 403"),
+    ("a proxy_user client with its token reaches its destination", "private.example.test", "allowed.git",
+     f"agent:{TOKEN}", 0, f"{COMMIT}\tHEAD"),
+    ("a wrong token fails with 407", "private.example.test", "allowed.git", "agent:wrong-token", 128,
+     "CONNECT tunnel failed, response 407"),
+]
+
+
+@pytest.mark.parametrize("case, host, repo, creds, code, text", GIT_CASES, ids=[c[0] for c in GIT_CASES])
+@pytest.mark.parametrize("recipe", list(GIT_RECIPES))
+def test_git(proxy, upstream, home, recipe, case, host, repo, creds, code, text):
+    git = shutil.which("git") or pytest.skip("git is not installed")
+    args, env = GIT_RECIPES[recipe](proxy, creds, home)
+    before = len(upstream.requests)
+    out = subprocess.run([git, *args, "ls-remote", f"https://{host}:{upstream.port}/{repo}"],
+                         capture_output=True, text=True, env=env, timeout=60)
+    assert out.returncode == code, out
+    assert text in (out.stdout if code == 0 else out.stderr), out
+    reached = [r.path for r in upstream.requests[before:]]
+    assert reached == ([f"/{repo}/info/refs?service=git-upload-pack"] if code == 0 else []), reached
+
+
+def test_git_trace_shows_the_refusal_headers(proxy, upstream, home):
+    """The guide's way to see which rule refused git: GIT_TRACE_CURL prints the refusal's headers."""
+    git = shutil.which("git") or pytest.skip("git is not installed")
+    args, env = git_config_recipe(proxy, None, home)
+    out = subprocess.run([git, *args, "ls-remote", f"https://git.example.test:{upstream.port}/denied.git"],
+                         capture_output=True, text=True, env={**env, "GIT_TRACE_CURL": "1"}, timeout=60)
+    assert out.returncode == 128
+    assert "x-clearwall-rule: git-server" in out.stderr.lower(), out.stderr
+
+
+# --- pip: `pip download` from a simple index ---
+
+
+def pip_flags_recipe(proxy, creds, home, index):
+    return ["--index-url", index, "--proxy", proxy_url(proxy, creds), "--cert", str(proxy.ca_cert)], {}
+
+
+def pip_env_recipe(proxy, creds, home, index):
+    return [], {"PIP_INDEX_URL": index, "HTTPS_PROXY": proxy_url(proxy, creds), "PIP_CERT": str(proxy.ca_cert)}
+
+
+PIP_RECIPES = {"pip with --proxy and --cert": pip_flags_recipe,
+               "pip with HTTPS_PROXY and PIP_CERT": pip_env_recipe}
+
+PIP_CASES = [
+    # (case, host, index path, credentials, downloaded?, text pip prints on failure)
+    ("an allowed index serves the package", "pypi.example.test", "/simple/", None, True, ""),
+    ("an index path the rules do not allow fails with 403", "pypi.example.test", "/mirror/simple/", None, False,
+     "403 Client Error: Forbidden"),
+    ("a host no rule allows fails at CONNECT", "other.example.test", "/simple/", None, False,
+     "Tunnel connection failed: 403"),
+    ("a proxy_user client with its token reaches its destination", "private.example.test", "/simple/",
+     f"agent:{TOKEN}", True, ""),
+    ("a wrong token fails with 407", "private.example.test", "/simple/", "agent:wrong-token", False,
+     "Tunnel connection failed: 407"),
+]
+
+
+@pytest.mark.parametrize("case, host, index, creds, ok, text", PIP_CASES, ids=[c[0] for c in PIP_CASES])
+@pytest.mark.parametrize("recipe", list(PIP_RECIPES))
+def test_pip(proxy, upstream, home, tmp_path, recipe, case, host, index, creds, ok, text):
+    args, recipe_env = PIP_RECIPES[recipe](proxy, creds, home, f"https://{host}:{upstream.port}{index}")
+    # Isolated from this machine's pip configuration; no retries so a refusal fails at once.
+    env = clean_env(home, PIP_CONFIG_FILE=os.devnull, **recipe_env)
+    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-cache-dir", "--disable-pip-version-check",
+           "--retries", "0", "--timeout", "20", "-vv", "-d", str(tmp_path), *args, "tinypkg"]
+    out = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=120)
+    if ok:
+        assert out.returncode == 0, out
+        assert (tmp_path / WHEEL_NAME).read_bytes() == WHEEL
+    else:
+        assert out.returncode != 0, out
+        assert text in out.stdout + out.stderr, out
+        assert not (tmp_path / WHEEL_NAME).exists()
+
+
+# --- reading a refusal the client only reports as a proxy error ---
+
+
+def test_refused_connect_reason_is_found_with_logs_search(proxy, upstream, home):
+    """requests and httpx drop the refused CONNECT's body: the guide sends the reader to `clearwall logs search`."""
+    host = "other.example.test"
+    outcome = python_requests(proxy, f"https://{host}:{upstream.port}/v1/reason", None, home)
+    expect_connect_refused(outcome, 403)
+    cmd = [sys.executable, "-m", "clearwall", "logs", "search", "--log-dir", str(proxy.log_dir),
+           "--host", host, "--action", "blocked", "--json"]
+    records: list[dict] = []
+    for _ in range(50):  # the writer flushes off the proxy's event loop: poll, do not time
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+        assert out.returncode == 0, out.stderr
+        records = [json.loads(line) for line in out.stdout.splitlines() if line.strip()]
+        if records:
+            break
+        time.sleep(0.1)
+    assert records, "no blocked record for the refused CONNECT"
+    last = records[-1]
+    assert last["event"]["reason"] == "destination_denied" and last["rule"]["name"] == ["default"]
+    assert last["http"]["request"]["method"] == "CONNECT" and last["destination"]["domain"] == host
