@@ -12,9 +12,10 @@ byte counted (`tcp_message`) and gives `tcp_end` for the tunnel record, while th
 connection still passes `server_connect` (the SSRF check). `tls_clienthello` remains the
 backstop: a handshake at a passthrough CONNECT that was not relayed is closed.
 
-Plain requests to a passthrough destination (never decrypted, so nothing could be inspected)
-and requests carrying more than one Host header (smuggling: which one does the upstream read?)
-are refused.
+Plain requests to a passthrough destination (never decrypted, so nothing could be inspected),
+requests carrying more than one Host header (smuggling: which one does the upstream read?) and
+absolute-form targets inside a tunnel that name another host (fronting) are refused.
+Conflicting Content-Length / Transfer-Encoding framing is already refused by mitmproxy (400).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import time
 from dataclasses import dataclass
 
 from mitmproxy import http, tcp
+from mitmproxy.net.http import url
 from mitmproxy.proxy import layer, layers
 from mitmproxy.proxy.layers.tls import parse_client_hello, starts_like_tls_record
 from mitmproxy.tls import ClientHelloData, TlsData
@@ -206,6 +208,9 @@ class Passthrough:
         if len(hosts) > 1:
             return respond.refuse(flow, Refusal("destination_denied", MISMATCH_RULE,
                                                 f"the request carries {len(hosts)} Host headers"))
+        refusal = self._absolute_form_mismatch(flow)
+        if refusal is not None:
+            return respond.refuse(flow, refusal)
         dest = st.decision.destination if st.decision else None
         rules = st.rules
         if dest is None or rules is None:
@@ -215,6 +220,23 @@ class Passthrough:
                 return respond.refuse(flow, Refusal(
                     "destination_denied", dest,
                     f"destination {dest} is tls: passthrough: only TLS naming it by SNI is relayed"))
+
+    def _absolute_form_mismatch(self, flow: http.HTTPFlow) -> Refusal | None:
+        """Inside a tunnel mitmproxy forwards an absolute-form target verbatim while deciding on
+        the CONNECT host; an upstream must route by that target (RFC 9112 §3.2.2), so a target
+        naming another host is domain fronting."""
+        tunnel = self.runtime.tunnels.get(flow.client_conn.id)
+        authority = flow.request.authority
+        if tunnel is None or not authority:
+            return None
+        try:
+            host = url.parse_authority(authority, check=False)[0]
+        except ValueError:
+            host = authority
+        if _same_host(host, tunnel.host):
+            return None
+        return Refusal("destination_denied", MISMATCH_RULE,
+                       f"request target {authority!r} inside a tunnel to {tunnel.host}")
 
     @guarded
     def client_disconnected(self, client) -> None:
