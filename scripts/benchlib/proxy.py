@@ -408,7 +408,11 @@ def main(argv: list[str] | None = None) -> int:
     host = machine()
     log(f"$ {command}\nmachine: {host}")
     with tempfile.TemporaryDirectory(prefix="clearwall-bench-") as tmp:
-        cells = run_bench(args, mitm_args, targets, Path(tmp), log=log)
+        try:
+            cells = run_bench(args, mitm_args, targets, Path(tmp), log=log)
+        except RuntimeError as e:  # the bench's own upstream did not start: nothing to measure
+            print(f"ERROR: {e}", file=sys.stderr)
+            return 1
     issues = problems(cells)
     if args.json:
         print(json.dumps({"command": command, "machine": host, "cells": [
