@@ -360,3 +360,17 @@ def test_one_oversized_record_is_accepted_into_an_empty_queue(tmp_path, writers)
     w.submit(_big(0, 1000))
     w.close()
     assert [r["event"]["id"] for r in lines(tmp_path)] == ["b0"]
+
+
+def test_a_callable_declares_the_bytes_it_holds(tmp_path, writers):
+    GatedSink.gate.clear()
+    w = make(tmp_path, writers, max_queue_bytes=1500, open_sink=GatedSink, batch_max=1)
+    w.submit(rec(-1))
+    assert wait_for(lambda: w._q.qsize() == 0)
+    body = b"x" * 1000
+    w.submit(lambda: rec(0), held_bytes=len(body))
+    with pytest.raises(LogBackpressure, match="body bytes"):
+        w.submit(lambda: rec(1), held_bytes=len(body))
+    GatedSink.gate.set()
+    w.close()
+    assert [r["event"]["id"] for r in lines(tmp_path)] == ["e-1", "e0"]

@@ -146,12 +146,14 @@ class LogWriter:
         self._accepting = True
         self._thread.start()
 
-    def submit(self, item: dict | Exchange | Callable[[], dict]) -> None:
+    def submit(self, item: dict | Exchange | Callable[[], dict], *, held_bytes: int | None = None) -> None:
         """Enqueue a record (a dict, an Exchange, or a callable building one in the writer
-        thread). Never blocks; raises LogBackpressure when the queue is full (refuse the flow)."""
+        thread). Never blocks; raises LogBackpressure when the queue is full (refuse the flow).
+        held_bytes: memory the item keeps alive until written (bodies); computed for an
+        Exchange, pass it for a callable that closes over bodies."""
         if not self._accepting:
             raise LogClosed("the body log writer is not running; the record was not accepted")
-        size = _held_bytes(item)
+        size = _held_bytes(item) if held_bytes is None else held_bytes
         with self._bytes_lock:
             # One oversized record is still accepted into an empty queue, or it never could be.
             if (
@@ -165,7 +167,7 @@ class LogWriter:
                 )
             self._queued_bytes += size
         try:
-            self._q.put_nowait(item)
+            self._q.put_nowait((item, size))
         except queue.Full:
             with self._bytes_lock:
                 self._queued_bytes -= size
@@ -178,17 +180,19 @@ class LogWriter:
         """Body bytes referenced by queued Exchanges."""
         return self._queued_bytes
 
-    async def submit_async(self, item: dict | Exchange | Callable[[], dict]) -> None:
+    async def submit_async(
+        self, item: dict | Exchange | Callable[[], dict], *, held_bytes: int | None = None
+    ) -> None:
         """Enqueue a record, waiting (without blocking the loop) while the queue is full."""
         while True:
             try:
-                return self.submit(item)
+                return self.submit(item, held_bytes=held_bytes)
             except LogBackpressure:
                 pass
             fut = self._waiters.add()
             try:
                 # Re-check after registering: the writer may have made room in between.
-                return self.submit(item)
+                return self.submit(item, held_bytes=held_bytes)
             except LogBackpressure:
                 await fut
 
@@ -257,7 +261,7 @@ class LogWriter:
                 batch.append(self._q.get_nowait())
             except queue.Empty:
                 break
-        taken = sum(_held_bytes(item) for item in batch)
+        taken = sum(entry[1] for entry in batch if entry is not _STOP)
         if taken:
             with self._bytes_lock:
                 self._queued_bytes -= taken
@@ -265,7 +269,7 @@ class LogWriter:
         return batch
 
     def _seal(self, batch: list) -> None:
-        for item in batch:
+        for item, _ in batch:
             record = self._build(item)
             line, self._prev_hash = self._seal_one(record)
             self._file.pending.append(line)
