@@ -58,6 +58,11 @@ destinations:
     ports: [{port}]
     methods: [GET, POST]
     paths: ["/allowed.git/**"]
+  - name: plain-api
+    hosts: [api.example.test]
+    ports: [{plain_port}]
+    methods: [GET]
+    paths: ["/v1/**"]
   - name: package-index
     hosts: [pypi.example.test]
     ports: [{port}]
@@ -125,8 +130,8 @@ def upstream(pki):
 
 
 @pytest.fixture(scope="module")
-def proxy(tmp_path_factory, pki, upstream):
-    rules = RULES.format(ca=pki.ca_pem, port=upstream.port)
+def proxy(tmp_path_factory, pki, upstream, plain_upstream):
+    rules = RULES.format(ca=pki.ca_pem, port=upstream.port, plain_port=plain_upstream.port)
     with Proxy(tmp_path_factory.mktemp("clients"), rules, env={"CLIENTS_TEST_TOKEN": TOKEN}) as p:
         yield p
 
@@ -212,6 +217,7 @@ def _python(lib: str, env_recipe: dict[str, str]):
 
 
 python_requests = _python("requests", {"HTTPS_PROXY": "{proxy}", "REQUESTS_CA_BUNDLE": "{ca}"})
+python_requests_explicit = _python("requests-explicit", {"CLEARWALL_PROXY": "{proxy}", "CLEARWALL_CA": "{ca}"})
 python_httpx = _python("httpx", {"HTTPS_PROXY": "{proxy}", "SSL_CERT_FILE": "{ca}"})
 python_httpx_explicit = _python("httpx-explicit", {"CLEARWALL_PROXY": "{proxy}", "CLEARWALL_CA": "{ca}"})
 python_aiohttp = _python("aiohttp", {"HTTPS_PROXY": "{proxy}", "SSL_CERT_FILE": "{ca}"})
@@ -282,6 +288,7 @@ RUNTIMES = {
     "curl with -x, --cacert and --proxy-user": curl_flags,
     "curl with HTTPS_PROXY and CURL_CA_BUNDLE": curl_env,
     "requests with HTTPS_PROXY and REQUESTS_CA_BUNDLE": python_requests,
+    "requests with proxies= and verify=": python_requests_explicit,
     "httpx with HTTPS_PROXY and SSL_CERT_FILE": python_httpx,
     "httpx with proxy= and an SSL context": python_httpx_explicit,
     "aiohttp with trust_env and SSL_CERT_FILE": python_aiohttp,
@@ -478,3 +485,45 @@ def test_refused_connect_reason_is_found_with_logs_search(proxy, upstream, home)
     last = records[-1]
     assert last["event"]["reason"] == "destination_denied" and last["rule"]["name"] == ["default"]
     assert last["http"]["request"]["method"] == "CONNECT" and last["destination"]["domain"] == host
+
+
+# --- plain-HTTP requests take the other variable ---
+
+PLAIN_RECIPES = {
+    # curl ignores upper-case HTTP_PROXY (a CGI `Proxy:` header could set it): only http_proxy works
+    "curl with http_proxy": lambda proxy, home: (
+        [shutil.which("curl") or pytest.skip("curl is not installed"), "-sS", "--max-time", "20"],
+        clean_env(home, http_proxy=proxy.url)),
+    "requests with HTTP_PROXY": lambda proxy, home: (
+        [sys.executable, str(CLIENTS / "py_client.py"), "requests"], clean_env(home, HTTP_PROXY=proxy.url)),
+}
+
+
+@pytest.mark.parametrize("path, status", [("/v1/plain", 200), ("/admin", 403)], ids=["allowed", "refused"])
+@pytest.mark.parametrize("recipe", list(PLAIN_RECIPES))
+def test_plain_http_goes_through_the_proxy_with_http_proxy(proxy, plain_upstream, home, recipe, path, status):
+    cmd, env = PLAIN_RECIPES[recipe](proxy, home)
+    before = len(plain_upstream.requests)
+    out = subprocess.run([*cmd, f"http://api.example.test:{plain_upstream.port}{path}"],
+                         capture_output=True, text=True, env=env, timeout=60)
+    assert out.returncode == 0, out
+    doc = json.loads(out.stdout.strip().splitlines()[-1])
+    if "status" in doc and "body" in doc:  # the Python helper's envelope; curl prints the body itself
+        assert doc["status"] == status
+        doc = json.loads(doc["body"])
+    # api.example.test resolves only inside the proxy: an answer at all proves the request went through it
+    if status == 200:
+        assert doc["path"] == path and [r.path for r in plain_upstream.requests[before:]] == [path]
+    else:
+        assert (doc["error"], doc["rule"]) == ("request_denied", "plain-api")
+        assert len(plain_upstream.requests) == before
+
+
+def test_curl_ignores_upper_case_http_proxy(proxy, plain_upstream, home):
+    """Why the guide says `http_proxy` for curl: with only HTTP_PROXY it goes direct (and cannot resolve the name)."""
+    curl = shutil.which("curl") or pytest.skip("curl is not installed")
+    before = len(plain_upstream.requests)
+    out = subprocess.run([curl, "-sS", "--max-time", "20", f"http://api.example.test:{plain_upstream.port}/v1/plain"],
+                         capture_output=True, text=True, env=clean_env(home, HTTP_PROXY=proxy.url), timeout=60)
+    assert out.returncode != 0, out  # went direct: "Could not resolve host", the proxy was not used
+    assert len(plain_upstream.requests) == before

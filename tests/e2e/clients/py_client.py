@@ -1,7 +1,7 @@
 """Fetch one URL with a Python HTTP library configured as docs/CLIENTS.md says; print one JSON line.
 
-Usage: py_client.py LIBRARY URL, LIBRARY one of requests, httpx, httpx-explicit, aiohttp,
-aiohttp-explicit. The `*-explicit` forms take the proxy and CA from CLEARWALL_PROXY and
+Usage: py_client.py LIBRARY URL, LIBRARY one of requests, requests-explicit, httpx,
+httpx-explicit, aiohttp, aiohttp-explicit. The `*-explicit` forms take the proxy and CA from CLEARWALL_PROXY and
 CLEARWALL_CA (the code recipe); the others take nothing but the standard environment variables
 (the environment recipe). Output: {"status", "headers", "body"} or {"error", "message", "status",
 "headers"} when the library raised (a refused CONNECT surfaces as an exception).
@@ -16,11 +16,16 @@ import ssl
 import sys
 
 
-def _requests(url: str) -> dict:
+def _requests(url: str, explicit: bool) -> dict:
     import requests
 
+    kwargs: dict = {}
+    if explicit:
+        proxy = os.environ["CLEARWALL_PROXY"]
+        kwargs = {"proxies": {"https": proxy, "http": proxy}, "verify": os.environ["CLEARWALL_CA"]}
     try:
-        r = requests.get(url, timeout=20)  # HTTPS_PROXY and REQUESTS_CA_BUNDLE from the environment
+        # Without kwargs: HTTPS_PROXY / HTTP_PROXY and REQUESTS_CA_BUNDLE from the environment.
+        r = requests.get(url, timeout=20, **kwargs)
     except requests.exceptions.RequestException as e:
         return {"error": type(e).__name__, "message": str(e)}
     return {"status": r.status_code, "headers": dict(r.headers), "body": r.text}
@@ -64,8 +69,8 @@ async def _aiohttp(url: str, explicit: bool) -> dict:
 
 def main(argv: list[str]) -> int:
     lib, url = argv[1], argv[2]
-    if lib == "requests":
-        out = _requests(url)
+    if lib in ("requests", "requests-explicit"):
+        out = _requests(url, lib.endswith("explicit"))
     elif lib in ("httpx", "httpx-explicit"):
         out = _httpx(url, lib.endswith("explicit"))
     elif lib in ("aiohttp", "aiohttp-explicit"):
