@@ -353,6 +353,19 @@ def problems(cells: dict[tuple[str, str], Cell]) -> list[str]:
     return out
 
 
+def revision() -> str:
+    """The Clearwall source measured: commit, and whether the package had local changes."""
+    root = HERE.parent.parent
+    try:
+        head = subprocess.run(["git", "-C", str(root), "rev-parse", "--short", "HEAD"],
+                              capture_output=True, text=True, timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--", "addons"],
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return (head or "unknown") + (" with local changes in addons/" if dirty else "")
+
+
 def machine() -> str:
     try:
         from mitmproxy.version import VERSION as mitm
@@ -405,8 +418,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(str(e))
     command = "scripts/bench proxy " + shlex.join(argv)
     log = (lambda m: print(m, file=sys.stderr)) if args.json else print
-    host = machine()
-    log(f"$ {command}\nmachine: {host}")
+    host, source = machine(), revision()
+    log(f"$ {command}\nmachine: {host}\nclearwall source: {source}")
     with tempfile.TemporaryDirectory(prefix="clearwall-bench-") as tmp:
         try:
             cells = run_bench(args, mitm_args, targets, Path(tmp), log=log)
@@ -415,7 +428,7 @@ def main(argv: list[str] | None = None) -> int:
             return 1
     issues = problems(cells)
     if args.json:
-        print(json.dumps({"command": command, "machine": host, "cells": [
+        print(json.dumps({"command": command, "machine": host, "source": source, "cells": [
             {"target": c.target, "mode": c.mode, "failure": c.failure, "errors": c.errors,
              "median": {a: c.median(a) for a in ("rps", "p50_ms", "p99_ms", "proxy_cpu",
                                                  "proxy_ms_per_request", "client_cpu",
