@@ -11,6 +11,9 @@ from clearwall.mitm.access import Access
 from clearwall.mitm.bodylog import BodyLog, LogGate
 from clearwall.mitm.content import ContentFilters
 from clearwall.mitm.core import Core
+from clearwall.mitm.mcp import Mcp
+from clearwall.mitm.streams import Streams
+from clearwall.mitm.websocket import WebSockets
 from clearwall.mitm.credentials import Credentials
 from clearwall.mitm.passthrough import Passthrough
 from clearwall.mitm.admin import Admin
@@ -36,7 +39,10 @@ def make_addons(runtime: Runtime | None = None) -> list[object]:
         Credentials(runtime),
         UpstreamTls(runtime),
         RateLimits(runtime),
+        Mcp(runtime),  # parses JSON-RPC and decides tools before the content filters scan
         ContentFilters(runtime),
+        Streams(runtime),  # after the Content-Length cap; decides streaming in responseheaders
+        WebSockets(runtime),
         Metrics(runtime),
         BodyLog(runtime),
     ]

@@ -56,14 +56,21 @@ def _decoded(body: bytes | None, headers: list[tuple[str, str]], notes: dict, si
         return body
 
 
-def _build(ex: Exchange) -> dict:
+def _build(ex: Exchange, streamed=None) -> dict:
     """Runs in the writer thread: decompression never happens on the event loop."""
     notes: dict[str, str] = {}
     ex.request_body = _decoded(ex.request_body, ex.request_headers, notes, "request")
-    ex.response_body = _decoded(ex.response_body, ex.response_headers, notes, "response")
+    if streamed is None:
+        ex.response_body = _decoded(ex.response_body, ex.response_headers, notes, "response")
     if notes:
         ex.extra.setdefault("clearwall", {})["decode_errors"] = notes
-    return build_record(ex)
+    record = build_record(ex)
+    body = record.get("http", {}).get("response", {}).get("body")
+    if streamed is not None and body is not None:
+        # A streamed body kept its first max_body_bytes only: describe the whole stream.
+        body.update(bytes=streamed.total, sha256=streamed.sha256,
+                    truncated=body["truncated"] or streamed.total > len(streamed.kept))
+    return record
 
 
 def _rules(st: FlowState) -> list[str]:
@@ -111,6 +118,11 @@ class BodyLog:
 
     @guarded
     def response(self, flow: http.HTTPFlow) -> None:
+        if flow.websocket is None:  # a WebSocket connection is recorded when it ends
+            self._record(flow, error=False)
+
+    @guarded
+    def websocket_end(self, flow: http.HTTPFlow) -> None:
         self._record(flow, error=False)
 
     @guarded
@@ -150,7 +162,7 @@ class BodyLog:
             timestamp=req.timestamp_start or st.started,
             flow_id=flow.id,
             action=action,
-            reason=reason if not error else (flow.error.msg if flow.error else reason),
+            reason=reason if not error or st.refusal else (flow.error.msg if flow.error else reason),
             duration=(resp.timestamp_end or time.time()) - req.timestamp_start if resp and req.timestamp_start else None,
             rules=_rules(st),
             ruleset=rules.version if rules else None,
@@ -168,12 +180,14 @@ class BodyLog:
             request_body=req.raw_content,
             status=resp.status_code if resp else None,
             response_headers=list(resp.headers.items(multi=True)) if resp else [],
-            response_body=resp.raw_content if resp and not resp.stream else None,
+            response_body=(bytes(st.stream_log.kept) if st.stream_log is not None
+                           else resp.raw_content if resp and not resp.stream else None),
             sni=flow.client_conn.sni,
             mcp_method=st.mcp.get("method"),
             mcp_tool=st.mcp.get("tool"),
             mcp_id=st.mcp.get("id"),
             matches=list(st.matches),
+            messages=list(st.ws_messages),
             max_body_bytes=settings.log.max_body_bytes if settings else 1024 * 1024,
             redact=frozenset(settings.log.redact_headers) if settings else frozenset(),
             secrets=tuple(st.secrets),
@@ -181,4 +195,4 @@ class BodyLog:
         if st.would_block:
             ex.extra["clearwall"] = {"would_block": [
                 {"kind": r.kind, "rule": r.rule, "message": r.message} for r in st.would_block]}
-        self._submit(lambda: _build(ex))
+        self._submit(lambda: _build(ex, st.stream_log))

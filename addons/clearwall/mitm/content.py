@@ -54,21 +54,29 @@ def _headers_text(headers: http.Headers, skip: frozenset[str]) -> str:
     return "\n".join(f"{k}: {v}" for k, v in headers.items(multi=True) if k.lower() not in skip)
 
 
+_SCANNERS: OrderedDict[str, Scanner] = OrderedDict()  # by rules version; shared by every addon
+
+
+def scanner(rules: RuleSet) -> Scanner:
+    """The compiled scanner of a rule set, built once and shared (content, MCP, streams, WebSocket)."""
+    s = _SCANNERS.get(rules.version)
+    if s is None:
+        s = _SCANNERS[rules.version] = scanner_for(rules)
+        log.info("content filters: %s", s.engine_description)
+        while len(_SCANNERS) > 2:  # in-flight flows may still hold the previous rules
+            _SCANNERS.popitem(last=False)
+    return s
+
+
 class ContentFilters:
     name = "clearwall-content"
 
     def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
-        self._scanners: OrderedDict[str, Scanner] = OrderedDict()  # by rules version (reloads)
 
-    def _scanner(self, rules: RuleSet) -> Scanner:
-        s = self._scanners.get(rules.version)
-        if s is None:
-            s = self._scanners[rules.version] = scanner_for(rules)
-            log.info("content filters: %s", s.engine_description)
-            while len(self._scanners) > 2:  # in-flight flows may still hold the previous rules
-                self._scanners.popitem(last=False)
-        return s
+    @staticmethod
+    def _scanner(rules: RuleSet) -> Scanner:
+        return scanner(rules)
 
     def running(self) -> None:
         if self.runtime.rules is not None:
@@ -103,20 +111,20 @@ class ContentFilters:
         scanner = self._scanner(rules)
         req = flow.request
         url = inspect_text(scanner, "request.url", req.pretty_url)
-        if self._refused(flow, st, url, "request.url", "content_blocked"):
+        if apply_inspection(flow, st, url, "request.url", "content_blocked"):
             return
         heads = inspect_text(scanner, "request.headers", _headers_text(req.headers, CREDENTIAL_HEADERS))
-        if self._refused(flow, st, heads, "request.headers", "content_blocked"):
+        if apply_inspection(flow, st, heads, "request.headers", "content_blocked"):
             return
         body_result = await self._inspect_body(scanner, "request.body", body, req.headers, cap)
-        if self._refused(flow, st, body_result, "request.body", "content_blocked", too_large="request_too_large"):
+        if apply_inspection(flow, st, body_result, "request.body", "content_blocked", too_large="request_too_large"):
             return
         if url.redacted is not None:
             req.url = url.redacted
         if heads.redacted is not None:
             _replace_headers(req.headers, CREDENTIAL_HEADERS, heads.redacted)
         if body_result.redacted is not None:
-            _replace_body(req, body_result.redacted)
+            replace_body(req, body_result.redacted)
 
     # ----- responses --------------------------------------------------------------------
 
@@ -147,15 +155,15 @@ class ContentFilters:
             return
         scanner = self._scanner(rules)
         heads = inspect_text(scanner, "response.headers", _headers_text(resp.headers, RESPONSE_SKIP))
-        if self._refused(flow, st, heads, "response.headers", "response_blocked"):
+        if apply_inspection(flow, st, heads, "response.headers", "response_blocked"):
             return
         result = await self._inspect_body(scanner, "response.body", body, resp.headers, cap)
-        if self._refused(flow, st, result, "response.body", "response_blocked", too_large="response_too_large"):
+        if apply_inspection(flow, st, result, "response.body", "response_blocked", too_large="response_too_large"):
             return
         if heads.redacted is not None:
             _replace_headers(resp.headers, RESPONSE_SKIP, heads.redacted)
         if result.redacted is not None:
-            _replace_body(resp, result.redacted)
+            replace_body(resp, result.redacted)
 
     # ----- shared -----------------------------------------------------------------------
 
@@ -170,37 +178,37 @@ class ContentFilters:
         return await asyncio.to_thread(inspect_body, scanner, target, body, **kwargs)
 
     @staticmethod
-    def _refused(flow: http.HTTPFlow, st: FlowState, result: Inspection, where: str, kind: str,
-                 too_large: str = "request_too_large") -> bool:
-        seen = {(m["rule"], m["where"]) for m in st.matches}
-        for m in result.matches:
-            base = m.target.split("|", 1)[0]
-            if (m.filter, m.target) not in seen:
-                seen.add((m.filter, m.target))
-                st.matches.append({"rule": m.filter, "where": m.target, "action": m.action,
-                                   **({"mode": "report"} if m.mode == "report" else {})})
-        for name in result.would_block:
-            st.would_block.append(Refusal(kind, name, f"filter {name} matched {where}"))
-        if result.error == TOO_LARGE:
-            respond.refuse(flow, Refusal(too_large, SIZE_RULE, f"{where} decodes past its size or 100:1 ratio cap"))
-            return True
-        if result.error is not None:
-            respond.refuse(flow, Refusal(INSPECTION_ERROR, "content-inspection",
-                                         f"{where} could not be inspected (undecodable, or the scan timed out)"))
-            return True
-        if result.blocked_by is not None:
-            respond.refuse(flow, Refusal(kind, result.blocked_by, f"filter {result.blocked_by} matched {where}"))
-            return True
-        if result.redacted is not None:
-            st.redacted = True
-        return False
-
-    @staticmethod
     def _refuse_streaming(flow: http.HTTPFlow, refusal: Refusal) -> None:
         """Refuse at response headers: the upstream body is drained and dropped, never forwarded."""
         respond.refuse(flow, refusal)
         body = flow.response.content
         flow.response.stream = lambda chunk: body if chunk == b"" else b""
+
+
+def apply_inspection(flow: http.HTTPFlow, st: FlowState, result: Inspection, where: str, kind: str,
+                     too_large: str = "request_too_large") -> bool:
+    """Record matches and would-blocks on the flow; refuse it when the result says so (True)."""
+    seen = {(m["rule"], m["where"]) for m in st.matches}
+    for m in result.matches:
+        if (m.filter, m.target) not in seen:
+            seen.add((m.filter, m.target))
+            st.matches.append({"rule": m.filter, "where": m.target, "action": m.action,
+                               **({"mode": "report"} if m.mode == "report" else {})})
+    for name in result.would_block:
+        st.would_block.append(Refusal(kind, name, f"filter {name} matched {where}"))
+    if result.error == TOO_LARGE:
+        respond.refuse(flow, Refusal(too_large, SIZE_RULE, f"{where} decodes past its size or 100:1 ratio cap"))
+        return True
+    if result.error is not None:
+        respond.refuse(flow, Refusal(INSPECTION_ERROR, "content-inspection",
+                                     f"{where} could not be inspected (undecodable, or the scan timed out)"))
+        return True
+    if result.blocked_by is not None:
+        respond.refuse(flow, Refusal(kind, result.blocked_by, f"filter {result.blocked_by} matched {where}"))
+        return True
+    if result.redacted is not None:
+        st.redacted = True
+    return False
 
 
 def _replace_headers(headers: http.Headers, skip: frozenset[str], redacted: str) -> None:
@@ -219,7 +227,7 @@ def _replace_headers(headers: http.Headers, skip: frozenset[str], redacted: str)
         headers.add(name, value)
 
 
-def _replace_body(message: http.Message, data: bytes) -> None:
+def replace_body(message: http.Message, data: bytes) -> None:
     """Forward the redacted, identity-encoded body with a right Content-Length."""
     message.headers.pop("content-encoding", None)
     message.raw_content = data

@@ -31,6 +31,11 @@ class FlowState:
     mcp_request_id: Any = None
     mcp: dict[str, Any] = field(default_factory=dict)
     secrets: set[str] = field(default_factory=set, repr=False)  # values that must not reach the log
+    # Streamed responses (SSE, large bodies): what the client received, kept bounded for the log
+    # (a streams.StreamLog: first max_body_bytes, whole length and sha256). None when buffered.
+    stream_log: Any = None
+    ws_messages: list[Any] = field(default_factory=list)  # audit.record.Message per WebSocket message
+    ws_closing: bool = False  # a blocked WebSocket message is closing the connection with 1008
     started: float = field(default_factory=time.time)
     logged: bool = False
 
