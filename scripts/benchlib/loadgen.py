@@ -58,6 +58,7 @@ class LoadSpec:
     body_bytes: int = 0                # 0: GET; otherwise a JSON POST body of this size
     path: str = "/bench"
     timeout: float = 10.0              # per request, connection set-up included
+    expect_bytes: int | None = None    # response body size every 2xx must have (None: any)
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -156,7 +157,7 @@ class LoadResult:
     requests: int = 0                  # successful requests completed inside the window
     completed: int = 0                 # successful requests in all, warm-up and tail included
     errors: int = 0                    # failed requests, warm-up and tail included
-    latencies: list[float] = field(default_factory=list)   # seconds, ascending after finish()
+    latencies: list[float] = field(default_factory=list)   # seconds, ascending once the run ends
     error_samples: Counter = field(default_factory=Counter)
     client_cpu: float = 0.0            # load generator CPU, fraction of one core, over the window
     cpu: dict[str, float | None] = field(default_factory=dict)  # probe name -> cores used in the window
@@ -228,6 +229,10 @@ class _Run:
         status, body, close = await read_response(reader)
         if not 200 <= status < 300:
             raise RequestFailed(f"HTTP {status}: {body[:200].decode('utf-8', 'replace')}")
+        if self.spec.expect_bytes is not None and len(body) != self.spec.expect_bytes:
+            # a proxy that answers 200 with a cut or altered body has not served the request
+            raise RequestFailed(f"HTTP {status} with a {len(body)}-byte body, expected "
+                                f"{self.spec.expect_bytes}")
         return not close
 
     async def keepalive_client(self) -> None:

@@ -271,7 +271,8 @@ def run_bench(args, mitm_args: list[str], targets: list[Target], workroot: Path,
                     for mode in modes:
                         spec = LoadSpec(("localhost", upstream.port), str(ca_file),
                                         ("127.0.0.1", port), mode, args.clients, args.duration,
-                                        args.warmup, args.body_bytes)
+                                        args.warmup, args.body_bytes,
+                                        expect_bytes=args.response_bytes)
                         result = run_load(spec, {
                             "proxy": lambda: process_cpu_seconds(proxy.proc.pid),
                             "upstream": lambda: process_cpu_seconds(upstream.pid),

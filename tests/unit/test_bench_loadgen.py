@@ -149,6 +149,14 @@ def test_non_2xx_answers_are_errors_not_throughput(upstream):
     assert any("HTTP 503" in message for message in result.error_samples)
 
 
+@pytest.mark.parametrize("expect, errors", [(4096, False), (4095, True), (None, False)])
+def test_a_2xx_with_a_body_of_the_wrong_size_is_an_error(upstream, expect, errors):
+    result = run_load(_direct(upstream, clients=1, duration=0.3, warmup=0, expect_bytes=expect))
+    assert bool(result.errors) is errors and bool(result.requests) is not errors
+    if errors:
+        assert "HTTP 200 with a 4096-byte body, expected 4095" in result.error_samples
+
+
 def test_an_unreachable_target_is_counted_as_errors(upstream):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
