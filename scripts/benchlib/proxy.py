@@ -1,7 +1,7 @@
 """`scripts/bench proxy`: req/s and latency through bare mitmdump and through `clearwall run`,
 side by side in one invocation, and their ratio.
 
-    scripts/bench proxy [--mode keepalive|newconn|both] [--clients 16] [--duration 10]
+    scripts/bench proxy [--mode keepalive|newconn|both] [--clients 16|1,16] [--duration 10]
                         [--rounds 1] [--targets mitmdump,clearwall] [--variant NAME=RULES]...
                         [--body-bytes 0] [--response-bytes 4096] [--json] [-- MITMPROXY_ARGS...]
 
@@ -61,6 +61,16 @@ def parse_targets(text: str) -> list[str]:
     if not kinds or any(k not in KINDS for k in kinds) or len(set(kinds)) != len(kinds):
         raise ValueError(f"--targets takes a comma-separated subset of {','.join(KINDS)}, got {text!r}")
     return kinds
+
+
+def parse_clients(text: str) -> list[int]:
+    try:
+        counts = [int(v) for v in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--clients takes N or N,N,..., got {text!r}") from None
+    if not counts or min(counts) < 1 or len(set(counts)) != len(counts):
+        raise argparse.ArgumentTypeError(f"--clients takes distinct counts >= 1, got {text!r}")
+    return counts
 
 
 def parse_variant(text: str) -> tuple[str, Path]:
@@ -198,6 +208,7 @@ class Cell:
     target: str
     mode: str
     runs: list[LoadResult]
+    clients: int = 16
     failure: str | None = None     # first line of why the target did not run
     detail: str = ""               # the whole reason, with the proxy's last output lines
     unlogged: list[str] = field(default_factory=list)  # rounds whose body log missed exchanges
@@ -234,22 +245,26 @@ def count_log_records(log_dir: Path) -> int:
     return total
 
 
-def check_logged(cells: dict[tuple[str, str], Cell], target: Target, modes: list[str],
+Key = tuple[str, str, int]  # target name, mode, clients
+
+
+def check_logged(cells: dict[Key, Cell], target: Target, loads: list[tuple[str, int]],
                  log_dir: Path) -> None:
     """Clearwall logs every exchange (SPEC §5): after a clean stop, its body log must hold at
     least one record per request it answered, or the speed was bought by not recording."""
-    runs = [cells[(target.name, m)].runs[-1] for m in modes if cells[(target.name, m)].runs]
-    served, logged = sum(r.completed for r in runs), count_log_records(log_dir)
+    keys = [(target.name, *load) for load in loads]
+    served = sum(cells[k].runs[-1].completed for k in keys if cells[k].runs)
+    logged = count_log_records(log_dir)
     if logged < served:
-        cells[(target.name, modes[0])].unlogged.append(
+        cells[keys[0]].unlogged.append(
             f"its body log holds {logged} records for {served} requests answered")
 
 
 def run_bench(args, mitm_args: list[str], targets: list[Target], workroot: Path,
-              log=print) -> dict[tuple[str, str], Cell]:
+              log=print) -> dict[Key, Cell]:
     modes = list(MODES) if args.mode == "both" else [args.mode]
-    cells = {(t.name, m): Cell(t.name, m, []) for t in targets for m in modes}
-    clearwall_cmd = shlex.split(args.clearwall_cmd)
+    loads = [(mode, clients) for mode in modes for clients in args.clients]
+    cells = {(t.name, *load): Cell(t.name, load[0], [], load[1]) for t in targets for load in loads}
     with UpstreamProcess(workroot / "upstream", args.response_bytes) as upstream:
         log(f"upstream: https://localhost:{upstream.port}/ ({args.response_bytes}-byte JSON answers)")
         env = dict(os.environ, BENCH_UPSTREAM_PORT=str(upstream.port),
@@ -257,47 +272,52 @@ def run_bench(args, mitm_args: list[str], targets: list[Target], workroot: Path,
         for rnd in range(args.rounds):
             shift = rnd % len(targets)
             for target in targets[shift:] + targets[:shift]:
-                if any(cells[(target.name, m)].failure for m in modes):
+                if cells[(target.name, *loads[0])].failure:
                     continue  # it failed to start once; do not retry every round
-                workdir = workroot / f"{target.name}-r{rnd}"
-                port = free_port()
-                cmd = proxy_command(target, workdir, port, free_port(), upstream.tls.ca_cert,
-                                    mitm_args, clearwall_cmd)
-                ca_file = workdir / ("confdir" if target.kind == "mitmdump" else "ca") / CA_CERT_FILE
-                log(f"round {rnd + 1}/{args.rounds} {target.name}: {shlex.join(cmd)}")
-                proxy = ProxyProcess(cmd, port, workdir, env)
-                try:
-                    proxy.wait_ready(ca_file)
-                    for mode in modes:
-                        spec = LoadSpec(("localhost", upstream.port), str(ca_file),
-                                        ("127.0.0.1", port), mode, args.clients, args.duration,
-                                        args.warmup, args.body_bytes,
-                                        expect_bytes=args.response_bytes)
-                        result = run_load(spec, {
-                            "proxy": lambda: process_cpu_seconds(proxy.proc.pid),
-                            "upstream": lambda: process_cpu_seconds(upstream.pid),
-                            "machine": machine_busy_seconds})
-                        result.cpu["other"] = other_cpu(result)
-                        proxy.check_alive()
-                        cells[(target.name, mode)].runs.append(result)
-                        log(f"  {mode}: {result.rps:.1f} req/s, p50 {result.p50_ms:.2f} ms, "
-                            f"p99 {result.p99_ms:.2f} ms, errors {result.errors}, CPU: proxy "
-                            f"{_pct(result.proxy_cpu)} ({_ms(result.proxy_ms_per_request)} ms/req), load generator {_pct(result.client_cpu)}, "
-                            f"other work {_pct(result.other_cpu)}")
-                except TargetFailed as e:
-                    proxy.failed = True
-                    log(f"  {target.name} FAILED: {e}")
-                    for mode in modes:
-                        cells[(target.name, mode)].failure = str(e).splitlines()[0]
-                        cells[(target.name, mode)].detail = str(e)
-                finally:
-                    proxy.stop()
-                if target.kind == "clearwall" and not proxy.failed:
-                    check_logged(cells, target, modes, workdir / "logs")
+                log(f"round {rnd + 1}/{args.rounds} {target.name}")
+                _run_target(args, mitm_args, target, loads, cells, upstream, env,
+                            workroot / f"{target.name}-r{rnd}", log)
     return cells
 
 
-def table_rows(cells: dict[tuple[str, str], Cell], targets: list[Target]) -> list[list[str]]:
+def _run_target(args, mitm_args, target: Target, loads, cells: dict[Key, Cell], upstream,
+                env: dict[str, str], workdir: Path, log) -> None:
+    """Start one proxy, run every load through it, stop it, and check its body log."""
+    port = free_port()
+    cmd = proxy_command(target, workdir, port, free_port(), upstream.tls.ca_cert, mitm_args,
+                        shlex.split(args.clearwall_cmd))
+    ca_file = workdir / ("confdir" if target.kind == "mitmdump" else "ca") / CA_CERT_FILE
+    log(f"  $ {shlex.join(cmd)}")
+    proxy = ProxyProcess(cmd, port, workdir, env)
+    try:
+        proxy.wait_ready(ca_file)
+        for mode, clients in loads:
+            spec = LoadSpec(("localhost", upstream.port), str(ca_file), ("127.0.0.1", port), mode,
+                            clients, args.duration, args.warmup, args.body_bytes,
+                            expect_bytes=args.response_bytes)
+            result = run_load(spec, {"proxy": lambda: process_cpu_seconds(proxy.proc.pid),
+                                     "upstream": lambda: process_cpu_seconds(upstream.pid),
+                                     "machine": machine_busy_seconds})
+            result.cpu["other"] = other_cpu(result)
+            proxy.check_alive()
+            cells[(target.name, mode, clients)].runs.append(result)
+            log(f"  {mode}, clients={clients}: {result.rps:.1f} req/s, p50 {result.p50_ms:.2f} ms, "
+                f"p99 {result.p99_ms:.2f} ms, errors {result.errors}; CPU: proxy "
+                f"{_pct(result.proxy_cpu)} ({_ms(result.proxy_ms_per_request)} ms/req), "
+                f"load generator {_pct(result.client_cpu)}, other work {_pct(result.other_cpu)}")
+    except TargetFailed as e:
+        log(f"  {target.name} FAILED: {e}")
+        for load in loads:
+            cells[(target.name, *load)].failure = str(e).splitlines()[0]
+            cells[(target.name, *load)].detail = str(e)
+        return
+    finally:
+        proxy.stop()
+    if target.kind == "clearwall":
+        check_logged(cells, target, loads, workdir / "logs")
+
+
+def table_rows(cells: dict[Key, Cell], targets: list[Target]) -> list[list[str]]:
     """A header, then one row per target and mode. CPU ms/req (the proxy's CPU time per request) is the figure
     least disturbed by other work on a shared machine; req/s and latency follow the CPU share
     the proxy happened to get."""
@@ -307,25 +327,26 @@ def table_rows(cells: dict[tuple[str, str], Cell], targets: list[Target]) -> lis
     head += [f"req/s vs {first_variant}"] if first_variant else []
     rows = [head]
     for cell in cells.values():
-        base = cells.get(("mitmdump", cell.mode))
+        base = cells.get(("mitmdump", cell.mode, cell.clients))
         if cell.failure:
-            rows.append([cell.target, cell.mode, "FAILED"] + ["-"] * (len(head) - 3))
+            rows.append([cell.target, cell.mode, str(cell.clients), "FAILED"]
+                        + ["-"] * (len(head) - 4))
             continue
         med = {a: cell.median(a) for a in ("rps", "p50_ms", "p99_ms", "proxy_cpu",
                                            "proxy_ms_per_request", "other_cpu")}
-        row = [cell.target, cell.mode, str(cell.runs[0].clients)] + [
+        row = [cell.target, cell.mode, str(cell.clients)] + [
             "-" if med[a] is None else f"{med[a]:.{d}f}"
             for a, d in (("rps", 1), ("p50_ms", 2), ("p99_ms", 2))]
         row += [str(cell.errors), _pct(med["proxy_cpu"]),
                 "-" if med["proxy_ms_per_request"] is None else f"{med['proxy_ms_per_request']:.2f}",
                 _pct(med["other_cpu"]), ratio(cell, base), ratio(cell, base, "proxy_ms_per_request")]
         if first_variant:
-            row.append(ratio(cell, cells.get((first_variant, cell.mode))))
+            row.append(ratio(cell, cells.get((first_variant, cell.mode, cell.clients))))
         rows.append(row)
     return rows
 
 
-def format_table(cells: dict[tuple[str, str], Cell], targets: list[Target]) -> str:
+def format_table(cells: dict[Key, Cell], targets: list[Target]) -> str:
     rows = table_rows(cells, targets)
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows)
@@ -339,7 +360,7 @@ def _ms(value: float | None) -> str:
     return "-" if value is None else f"{value:.2f}"
 
 
-def problems(cells: dict[tuple[str, str], Cell]) -> list[str]:
+def problems(cells: dict[Key, Cell]) -> list[str]:
     out, failed = [], set()
     for cell in cells.values():
         if cell.failure:
@@ -349,7 +370,8 @@ def problems(cells: dict[tuple[str, str], Cell]) -> list[str]:
         elif cell.errors:
             samples = sum((r.error_samples for r in cell.runs), Counter())
             detail = "; ".join(f"{n}x {msg}" for msg, n in samples.most_common(5))
-            out.append(f"{cell.target} {cell.mode}: {cell.errors} failed requests: {detail}")
+            out.append(f"{cell.target} {cell.mode} {cell.clients} clients: {cell.errors} failed "
+                       f"requests: {detail}")
         out.extend(f"{cell.target}: {message}" for message in cell.unlogged)
     return out
 
@@ -387,7 +409,8 @@ def machine() -> str:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="scripts/bench proxy", description=__doc__.split("\n")[0])
     p.add_argument("--mode", choices=(*MODES, "both"), default="both")
-    p.add_argument("--clients", type=int, default=16, help="concurrent connections/workers")
+    p.add_argument("--clients", type=parse_clients, default=[16], metavar="N[,N...]",
+                   help="concurrent connections/workers; a list runs each (e.g. 1,16)")
     p.add_argument("--duration", type=float, default=10.0, help="measured seconds per run")
     p.add_argument("--warmup", type=float, default=2.0, help="unmeasured seconds before each run")
     p.add_argument("--rounds", type=int, default=1, help="interleaved rounds; medians reported")
@@ -411,7 +434,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(ours)
     try:
         targets = expand_targets(parse_targets(args.targets), [parse_variant(v) for v in args.variant])
-        LoadSpec(("localhost", 1), "", None, "keepalive", args.clients, args.duration,
+        LoadSpec(("localhost", 1), "", None, "keepalive", args.clients[0], args.duration,
                  args.warmup, args.body_bytes)  # validates the load options before any start
         if args.rounds < 1 or args.response_bytes < 0:
             raise ValueError("--rounds must be >= 1 and --response-bytes >= 0")
@@ -430,7 +453,7 @@ def main(argv: list[str] | None = None) -> int:
     issues = problems(cells)
     if args.json:
         print(json.dumps({"command": command, "machine": host, "source": source, "cells": [
-            {"target": c.target, "mode": c.mode, "failure": c.failure, "errors": c.errors,
+            {"target": c.target, "mode": c.mode, "clients": c.clients, "failure": c.failure, "errors": c.errors,
              "median": {a: c.median(a) for a in ("rps", "p50_ms", "p99_ms", "proxy_cpu",
                                                  "proxy_ms_per_request", "client_cpu",
                                                  "other_cpu")},

@@ -34,6 +34,29 @@ def test_unknown_empty_or_repeated_targets_are_refused(text):
         proxy.parse_targets(text)
 
 
+@pytest.mark.parametrize("text, expected", [("16", [16]), ("1,16", [1, 16]), ("1", [1])])
+def test_client_counts_are_parsed(text, expected):
+    assert proxy.parse_clients(text) == expected
+
+
+@pytest.mark.parametrize("text", ["0", "", "1,1", "x", "1,-2"])
+def test_bad_client_counts_are_refused(text):
+    import argparse
+    with pytest.raises(argparse.ArgumentTypeError):
+        proxy.parse_clients(text)
+
+
+def test_ratios_compare_runs_of_the_same_client_count():
+    cells = [Cell("mitmdump", "keepalive", [_result(500)], 16),
+             Cell("mitmdump", "keepalive", [_result(100)], 1),
+             Cell("clearwall[a]", "keepalive", [_result(250)], 16),
+             Cell("clearwall[a]", "keepalive", [_result(80)], 1)]
+    head, *rows = proxy.table_rows({(c.target, c.mode, c.clients): c for c in cells}, TARGETS[:2])
+    by_key = {(r[0], r[2]): dict(zip(head, r)) for r in rows}
+    assert by_key[("clearwall[a]", "16")]["req/s vs mitmdump"] == "0.50"
+    assert by_key[("clearwall[a]", "1")]["req/s vs mitmdump"] == "0.80"
+
+
 def test_a_variant_names_an_existing_rule_path():
     name, path = proxy.parse_variant(f"filters={RULES / 'filters'}")
     assert name == "filters" and path == (RULES / "filters").resolve()
@@ -84,7 +107,7 @@ def _result(rps: float, errors: int = 0, p50: float = 0.002) -> LoadResult:
 
 def _table(cells: list[Cell], targets: list[Target]) -> dict[str, dict[str, str]]:
     """target -> {column header: cell text}"""
-    head, *rows = proxy.table_rows({(c.target, c.mode): c for c in cells}, targets)
+    head, *rows = proxy.table_rows({(c.target, c.mode, c.clients): c for c in cells}, targets)
     return {row[0]: dict(zip(head, row)) for row in rows}
 
 
@@ -117,7 +140,7 @@ def test_a_target_that_failed_shows_failed_and_no_ratio():
     failed = Cell("mitmdump", "keepalive", [], failure="exited with status 2")
     table = _table([failed, Cell("clearwall[a]", "keepalive", [_result(250)]),
                     Cell("clearwall[b]", "keepalive", [_result(200)])], TARGETS)
-    assert table["mitmdump"]["clients"] == "FAILED"
+    assert table["mitmdump"]["req/s"] == "FAILED"
     assert table["clearwall[a]"]["req/s vs mitmdump"] == "n/a"
     assert table["clearwall[a]"]["req/s vs clearwall[a]"] == "1.00"
 
@@ -128,13 +151,13 @@ def test_a_run_with_errors_gets_no_ratio_and_is_reported_as_a_problem():
     row = _table(cells, TARGETS[:2])["clearwall[a]"]
     assert row["errors"] == "3"
     assert row["req/s vs mitmdump"] == row["CPU/req vs mitmdump"] == row["req/s vs clearwall[a]"] == "n/a"
-    issues = proxy.problems({(c.target, c.mode): c for c in cells})
+    issues = proxy.problems({(c.target, c.mode, c.clients): c for c in cells})
     assert len(issues) == 1 and "3 failed requests" in issues[0] and "HTTP 502" in issues[0]
 
 
 def test_clean_runs_are_no_problem():
     cells = [Cell("mitmdump", "keepalive", [_result(500)])]
-    assert proxy.problems({(c.target, c.mode): c for c in cells}) == []
+    assert proxy.problems({(c.target, c.mode, c.clients): c for c in cells}) == []
 
 
 @pytest.mark.parametrize("rules", ["allowlist.yaml", "filters"])
@@ -257,8 +280,8 @@ def test_a_clearwall_run_whose_log_misses_exchanges_is_not_valid(tmp_path, logge
     target = Target("clearwall", "clearwall", Path("r.yaml"))
     run = _result(10)
     run.completed = served
-    cells = {("clearwall", "keepalive"): Cell("clearwall", "keepalive", [run])}
-    proxy.check_logged(cells, target, ["keepalive"], tmp_path / "logs")
-    assert cells[("clearwall", "keepalive")].valid is not flagged
+    cells = {("clearwall", "keepalive", 16): Cell("clearwall", "keepalive", [run])}
+    proxy.check_logged(cells, target, [("keepalive", 16)], tmp_path / "logs")
+    assert cells[("clearwall", "keepalive", 16)].valid is not flagged
     issues = proxy.problems(cells)
     assert (f"{logged} records for {served} requests" in " ".join(issues)) is flagged
