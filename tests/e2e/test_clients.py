@@ -349,6 +349,8 @@ def test_recipe(proxy, upstream, home, runtime, case, host, path, creds, check):
     before = len(upstream.requests)
     outcome = RUNTIMES[runtime](proxy, f"https://{host}:{upstream.port}{path}", creds, home)
     check(outcome)
+    if creds:  # a client's error message must not repeat its proxy token
+        assert creds.partition(":")[2] not in outcome.error + outcome.body, outcome
     reached = [r.path for r in upstream.requests[before:]]
     if outcome.status == 200:
         assert reached == [path]

@@ -14,6 +14,7 @@ import json
 import os
 import ssl
 import sys
+from urllib.parse import unquote, urlsplit
 
 
 def _requests(url: str, explicit: bool) -> dict:
@@ -52,8 +53,12 @@ async def _aiohttp(url: str, explicit: bool) -> dict:
 
     kwargs: dict = {}
     if explicit:
-        kwargs = {"proxy": os.environ["CLEARWALL_PROXY"],
+        # Credentials go in proxy_auth, not in the proxy URL: aiohttp repeats the URL in its errors.
+        proxy = urlsplit(os.environ["CLEARWALL_PROXY"])
+        kwargs = {"proxy": f"{proxy.scheme}://{proxy.hostname}:{proxy.port}",
                   "ssl": ssl.create_default_context(cafile=os.environ["CLEARWALL_CA"])}
+        if proxy.username:
+            kwargs["proxy_auth"] = aiohttp.BasicAuth(unquote(proxy.username), unquote(proxy.password or ""))
     timeout = aiohttp.ClientTimeout(total=20)
     # trust_env=True: HTTPS_PROXY (credentials in it included); the default SSL context reads SSL_CERT_FILE.
     async with aiohttp.ClientSession(trust_env=not explicit, timeout=timeout) as s:
