@@ -15,6 +15,7 @@ unidentified client never shares a bucket with a client rule that happens to be 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 from clearwall.policy.hosts import parse_ip
 from clearwall.policy.ruleset import RuleSet
@@ -104,6 +105,7 @@ def destination_key(destination: str | None, host: str) -> str:
     return destination if destination is not None else f"({host.lower().rstrip('.')})"
 
 
+@lru_cache(maxsize=4096)  # parsing an address costs more than the rest of a decision; peers repeat
 def source_key(peer_ip: str) -> str:
     """The `source_ip` bucket key: the peer address, IPv4-mapped IPv6 written as IPv4."""
     ip = parse_ip(peer_ip)
