@@ -13,9 +13,15 @@ import base64
 import binascii
 import html
 import re
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from urllib.parse import unquote
+
+try:  # finds candidate runs in one pass; without it every run of the alphabet is examined
+    import hyperscan as _hs
+except ImportError:  # pragma: no cover
+    _hs = None
 
 _PERCENT = re.compile(r"%[0-9A-Fa-f]{2}")
 _JSON_ESCAPE = re.compile(r'\\(?:u[0-9A-Fa-f]{4}|[/"\\bfnrt])')
@@ -25,12 +31,17 @@ _ENTITY = re.compile(r"&(?:#[0-9]{1,7}|#[xX][0-9A-Fa-f]{1,6}|[A-Za-z][A-Za-z0-9]
 # zero-width, bidi controls, soft hyphen, tags; a test checks the list against unicodedata),
 # variation selectors, combining grapheme joiner, Hangul fillers. Spelled out because `re` scans
 # an explicit class several times faster than `regex` scans \p{Cf}.
-_INVISIBLE = re.compile(
-    "[\u00ad\u034f\u0600-\u0605\u061c\u06dd\u070f\u0890-\u0891\u08e2\u115f\u1160\u17b4\u17b5"
-    "\u180b-\u180f\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u206f\u3164\ufe00-\ufe0f\ufeff"
-    "\uffa0\ufff9-\ufffb\U000110bd\U000110cd\U00013430-\U0001343f\U0001bca0-\U0001bca3"
-    "\U0001d173-\U0001d17a\U000e0001\U000e0020-\U000e007f\U000e0100-\U000e01ef]"
+_INVISIBLE_RANGES = (
+    (0x00AD, 0x00AD), (0x034F, 0x034F), (0x0600, 0x0605), (0x061C, 0x061C), (0x06DD, 0x06DD),
+    (0x070F, 0x070F), (0x0890, 0x0891), (0x08E2, 0x08E2), (0x115F, 0x1160), (0x17B4, 0x17B5),
+    (0x180B, 0x180F), (0x200B, 0x200F), (0x202A, 0x202E), (0x2060, 0x2064), (0x2066, 0x206F),
+    (0x3164, 0x3164), (0xFE00, 0xFE0F), (0xFEFF, 0xFEFF), (0xFFA0, 0xFFA0), (0xFFF9, 0xFFFB),
+    (0x110BD, 0x110BD), (0x110CD, 0x110CD), (0x13430, 0x1343F), (0x1BCA0, 0x1BCA3),
+    (0x1D173, 0x1D17A), (0xE0001, 0xE0001), (0xE0020, 0xE007F), (0xE0100, 0xE01EF),
 )
+_INVISIBLE = re.compile("[" + "".join(f"{chr(a)}-{chr(b)}" for a, b in _INVISIBLE_RANGES) + "]")
+_FULLWIDTH_RANGES = ((0xFF10, 0xFF19), (0xFF21, 0xFF3A), (0xFF41, 0xFF5A), (0xFF3F, 0xFF3F))
+_INVISIBLE_CODEPOINTS = [c for a, b in (*_INVISIBLE_RANGES, *_FULLWIDTH_RANGES) for c in range(a, b + 1)]
 # Full-width letters and digits (ｇｈｐ＿) folded to ASCII; CJK punctuation is left alone.
 _FULLWIDTH = re.compile(r"[\uff10-\uff19\uff21-\uff3a\uff41-\uff5a\uff3f]")
 _FULLWIDTH_MAP = {c: c - 0xFEE0 for c in [*range(0xFF10, 0xFF1A), *range(0xFF21, 0xFF3B), *range(0xFF41, 0xFF5B), 0xFF3F]}
@@ -145,6 +156,44 @@ def _b64_textlike(part: bytes) -> bool:
     return _mostly(head[0::4], _B64_FIRST, 0.85) and _mostly(head[1::4], _B64_SECOND, 0.85)
 
 
+class _RunFinder:
+    """One Hyperscan pass that finds where encoded text may be, instead of examining every run.
+
+    The patterns are the fingerprints described above (`_B64_FIRST`/`_B64_SECOND` for each
+    4-character group, printable high nibbles for hex), over the minimum run length.
+    """
+
+    KINDS = ("std", "url", "hex", "invisible")
+
+    def __init__(self, min_base64: int, min_hex: int) -> None:
+        first = b"[" + re.escape(_B64_FIRST) + b"]"
+        second = b"[" + re.escape(_B64_SECOND) + b"]"
+        groups = min_base64 // 4
+        expressions = [
+            b"(?:%s%s[A-Za-z0-9+/]{2}){%d}" % (first, second, groups),
+            b"(?:%s%s[A-Za-z0-9_-]{2}){%d}" % (first, second, groups),
+            b"(?:[2-7][0-9A-Fa-f]){%d}" % (min_hex // 2),
+        ]
+        # Any invisible or full-width character, as UTF-8 bytes: one report is enough.
+        expressions.append(b"|".join(re.escape(chr(c).encode("utf-8", "surrogatepass")) for c in _INVISIBLE_CODEPOINTS))
+        single = _hs.HS_FLAG_SINGLEMATCH
+        self._db = _hs.Database()
+        self._db.compile(expressions=expressions, ids=[0, 1, 2, 3], elements=4, flags=[0, 0, 0, single])
+        self._local = threading.local()
+
+    def scan(self, data: bytes) -> dict[str, list[int]]:
+        scratch = getattr(self._local, "scratch", None)
+        if scratch is None:
+            scratch = self._local.scratch = _hs.Scratch(self._db)
+        found: dict[str, list[int]] = {}
+
+        def on_match(index, _from, to, _flags, _ctx):
+            found.setdefault(self.KINDS[index], []).append(to)
+
+        self._db.scan(data, match_event_handler=on_match, scratch=scratch)
+        return found
+
+
 class Evasions:
     """Generates decoded variants of a text. Immutable and thread-safe."""
 
@@ -161,54 +210,99 @@ class Evasions:
             raise ValueError("max_depth, max_variants, max_total >= 1; min_base64, min_hex >= 8")
         self.max_depth, self.max_variants, self.max_total = max_depth, max_variants, max_total
         self.min_base64, self.min_hex = min_base64, min_hex
+        self._finder = _RunFinder(min_base64, min_hex) if _hs is not None else None
+        self._local = threading.local()
         self.decoders: list[tuple[str, Callable[[str], str | None]]] = [
             ("percent", percent),
             ("json", json_escapes),
             ("base64", self.base64_runs),
             ("hex", self.hex_runs),
-            ("invisible", invisible),
+            ("invisible", self.invisible),
             ("html", html_entities),
         ]
 
+    def _analyse(self, text: str) -> tuple[bytes, dict[str, list[int]] | None]:
+        """UTF-8 bytes of `text` and the finder's report, computed once per text and thread."""
+        last = getattr(self._local, "last", None)
+        if last is not None and last[0] is text:
+            return last[1], last[2]
+        data = text.encode("utf-8", "surrogatepass")
+        report = self._finder.scan(data) if self._finder is not None else None
+        self._local.last = (text, data, report)
+        return data, report
+
+    def invisible(self, text: str) -> str | None:
+        if text.isascii():
+            return None
+        _data, report = self._analyse(text)
+        if report is not None and "invisible" not in report:
+            return None
+        return invisible(text)
+
+    def _runs(self, text: str, kind: str) -> list[bytes]:
+        """Candidate runs of one alphabet (`std`, `url`, `hex`) at least the minimum long."""
+        table, minimum = {"std": (_B64_STD, self.min_base64), "url": (_B64_URL, self.min_base64),
+                          "hex": (_HEX, self.min_hex)}[kind]
+        data, report = self._analyse(text)
+        if report is None:
+            return _tokens(data, table, minimum)
+        ends = report.get(kind)
+        if not ends:
+            return []
+        # Hyperscan saw the fingerprint of encoded text ending at these offsets: widen each to
+        # its whole run of the alphabet.
+        mapped = data.translate(table)
+        out, covered = [], -1
+        for end in ends:
+            if end <= covered:
+                continue
+            start = mapped.rfind(b" ", 0, end) + 1
+            stop = mapped.find(b" ", end)
+            covered = stop = len(mapped) if stop < 0 else stop
+            out.extend(p for p in data[start:stop].split(b"=") if len(p) >= minimum)
+        return out
+
     def base64_runs(self, text: str) -> str | None:
         """Runs of >= min_base64 base64 (standard or URL-safe) characters that decode to text."""
-        data = text.encode("utf-8", "surrogatepass")
         found: list[str] = []
         seen: set[bytes] = set()
-        for table, urlsafe in ((_B64_STD, False), (_B64_URL, True)):
-            for run in _tokens(data, table, self.min_base64):
+        for kind, urlsafe in (("std", False), ("url", True)):
+            for run in self._runs(text, kind):
                 # Base64 of text mixes cases; identifiers, hex digests and numbers do not.
                 if run.islower() or run.isupper() or run.isdigit() or run in seen:
                     continue
                 if urlsafe and b"-" not in run and b"_" not in run:
                     continue  # plain alphanumeric runs were already tried as standard base64
                 seen.add(run)
-                # A run may start mid-group (glued to a prefix): keep the alignment that
-                # decodes to the most printable text.
-                best: tuple[float, str] | None = None
-                for shift in range(4):
-                    part = run[shift:]
-                    if len(part) % 4 == 1:
-                        part = part[:-1]  # one dangling character carries no whole byte
-                    if len(part) < self.min_base64 or not _b64_textlike(part):
-                        continue
-                    part += b"=" * (-len(part) % 4)
-                    try:
-                        raw = base64.b64decode(part, altchars=b"-_" if urlsafe else None, validate=True)
-                    except (binascii.Error, ValueError):
-                        continue
-                    decoded = _as_text(raw)
-                    if decoded and (best is None or _score(decoded) > best[0]):
-                        best = (_score(decoded), decoded)
-                if best:
-                    found.append(best[1])
+                decoded = self._decode_base64(run, urlsafe)
+                if decoded:
+                    found.append(decoded)
         return "\n".join(found) or None
+
+    def _decode_base64(self, run: bytes, urlsafe: bool) -> str | None:
+        # A run may start mid-group (glued to a prefix): keep the alignment that decodes to the
+        # most printable text.
+        best: tuple[float, str] | None = None
+        for shift in range(4):
+            part = run[shift:]
+            if len(part) % 4 == 1:
+                part = part[:-1]  # one dangling character carries no whole byte
+            if len(part) < self.min_base64 or not _b64_textlike(part):
+                continue
+            part += b"=" * (-len(part) % 4)
+            try:
+                raw = base64.b64decode(part, altchars=b"-_" if urlsafe else None, validate=True)
+            except (binascii.Error, ValueError):
+                continue
+            decoded = _as_text(raw)
+            if decoded and (best is None or _score(decoded) > best[0]):
+                best = (_score(decoded), decoded)
+        return best[1] if best else None
 
     def hex_runs(self, text: str) -> str | None:
         """Runs of >= min_hex hex digits that decode to text."""
-        data = text.encode("utf-8", "surrogatepass")
         found = []
-        for run in _tokens(data, _HEX, self.min_hex):
+        for run in self._runs(text, "hex"):
             if not _mostly(run[0:64:2], _HEX_HIGH, 0.6) and not _mostly(run[1:65:2], _HEX_HIGH, 0.6):
                 continue  # a digest or an id, not hex-encoded text (quick look at the start)
             for shift in (0, 1):
@@ -222,6 +316,12 @@ class Evasions:
 
     def variants(self, text: str) -> list[Variant]:
         """Decoded variants, breadth first, each different from the text it came from."""
+        try:
+            return self._variants(text)
+        finally:
+            self._local.last = None  # do not keep the last body alive between calls
+
+    def _variants(self, text: str) -> list[Variant]:
         out: list[Variant] = []
         total = 0
         layer = [Variant("", text)]

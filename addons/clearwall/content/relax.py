@@ -207,6 +207,15 @@ def _trim_leading_runs(items: list) -> list:
     return items[i:]
 
 
+def _leading_literal(items) -> int:
+    n = 0
+    for op, _av in items:
+        if op is not C.LITERAL:
+            break
+        n += 1
+    return n
+
+
 def _literal_run(items) -> int:
     """Length of the longest literal every match must contain (0 when there is none)."""
     best = run = 0
@@ -222,7 +231,11 @@ def _literal_run(items) -> int:
         elif op is C.ATOMIC_GROUP:
             best = max(best, _literal_run(av))
         elif op is C.BRANCH:
-            best = max(best, min(_literal_run(alt) for alt in av[1]))
+            # `gl(?:c_|sa_)`: the shortest leading literal of the alternatives extends the run.
+            lead = min(_leading_literal(alt) for alt in av[1])
+            best = max(best, run + lead, min(_literal_run(alt) for alt in av[1]))
+            run = run + lead if all(_leading_literal(alt) == len(alt) for alt in av[1]) else 0
+            continue
         elif op in _REPEATS and av[0] >= 1:
             best = max(best, _literal_run(av[2]))
         run = 0
