@@ -46,6 +46,8 @@ def _ws_layer(flow: http.HTTPFlow):
             return node
         for attr in ("layer", "child_layer"):
             todo.append(getattr(node, attr, None))
+        for attr in ("_handle_event", "handle_event"):  # some layers keep their child only as a bound method
+            todo.append(getattr(getattr(node, attr, None), "__self__", None))
         for attr in ("streams", "connections"):
             value = getattr(node, attr, None)
             if isinstance(value, dict):
