@@ -95,8 +95,9 @@ class LogWriter:
     # Read by the metrics addon and by the adapter's gate (plain values, no locking needed).
     @property
     def writable(self) -> bool:
-        """False after a failed write until a retry succeeds: refuse new flows meanwhile."""
-        return self._file.writable
+        """False after a failed write until a retry succeeds, and whenever the writer thread is
+        not running (never started, or died): refuse new flows meanwhile."""
+        return self._file.writable and self._thread.is_alive()
 
     @property
     def records_written(self) -> int:

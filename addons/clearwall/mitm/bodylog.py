@@ -106,32 +106,33 @@ class BodyLog:
     def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
 
-    def _submit(self, record) -> None:
+    async def _submit(self, record, held_bytes: int | None = None) -> None:
         w = self.runtime.writer
         if w is None:
             return
         try:
-            w.submit(record)
+            # Waits while the queue is full: the response is held back rather than a record lost.
+            await w.submit_async(record, held_bytes=held_bytes)
         except AuditError as e:
-            # The response is already decided; say so loudly. New flows are refused by LogGate.
+            # The writer is closed (shutting down). Say so loudly; LogGate refuses new flows.
             log.error("body log record lost: %s", e)
 
     @guarded
-    def response(self, flow: http.HTTPFlow) -> None:
+    async def response(self, flow: http.HTTPFlow) -> None:
         if flow.websocket is None:  # a WebSocket connection is recorded when it ends
-            self._record(flow, error=False)
+            await self._record(flow, error=False)
 
     @guarded
-    def websocket_end(self, flow: http.HTTPFlow) -> None:
-        self._record(flow, error=False)
+    async def websocket_end(self, flow: http.HTTPFlow) -> None:
+        await self._record(flow, error=False)
 
     @guarded
-    def error(self, flow: http.HTTPFlow) -> None:
+    async def error(self, flow: http.HTTPFlow) -> None:
         if flow.websocket is None:
-            self._record(flow, error=True)
+            await self._record(flow, error=True)
 
     @guarded
-    def http_connect_error(self, flow: http.HTTPFlow) -> None:
+    async def http_connect_error(self, flow: http.HTTPFlow) -> None:
         st = flow_state(flow)
         if st.logged:
             return
@@ -139,7 +140,7 @@ class BodyLog:
         action, reason = _action(st, error=False)
         rules = st.rules
         ident = st.identity
-        self._submit(connect_record(
+        await self._submit(connect_record(
             timestamp=st.started, flow_id=flow.id, reason=reason or "refused", rules=_rules(st),
             ruleset=rules.version if rules else None,
             client_ip=flow.client_conn.peername[0], client_port=flow.client_conn.peername[1],
@@ -148,7 +149,7 @@ class BodyLog:
             status=flow.response.status_code if flow.response else 403, action=action,
         ))
 
-    def _record(self, flow: http.HTTPFlow, *, error: bool) -> None:
+    async def _record(self, flow: http.HTTPFlow, *, error: bool) -> None:
         st = flow_state(flow)
         if st.logged or flow.request.method == "CONNECT":
             return
@@ -195,4 +196,5 @@ class BodyLog:
         if st.would_block:
             ex.extra["clearwall"] = {"would_block": [
                 {"kind": r.kind, "rule": r.rule, "message": r.message} for r in st.would_block]}
-        self._submit(lambda: _build(ex, st.stream_log))
+        held = len(ex.request_body or b"") + len(ex.response_body or b"")
+        await self._submit(lambda: _build(ex, st.stream_log), held_bytes=held)
