@@ -9,7 +9,7 @@ import requests
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.e2e.helpers import raw_connect, refusal, session
-from tests.support.proxy import Proxy
+from tests.support.proxy import Proxy, wait_port
 
 RULES = """
 version: 1
@@ -42,6 +42,7 @@ SPEC_METRICS = [
 
 
 def admin(proxy: Proxy, path: str, **kw) -> requests.Response:
+    wait_port(proxy.admin_port, proxy.proc)  # the admin server starts just after the proxy port
     return requests.get(f"http://127.0.0.1:{proxy.admin_port}{path}", timeout=10, **kw)
 
 

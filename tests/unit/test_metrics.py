@@ -170,3 +170,44 @@ def test_registries_are_independent(runtime):
     Metrics(other)
     assert v(other, "clearwall_requests_total", client="agent", destination="api", action="allowed",
              status_class="2xx") == 0
+
+
+@pytest.mark.parametrize("observed, le, expected", [
+    (0.005, "0.005", 1),   # a bucket includes its bound
+    (0.0051, "0.005", 0),
+    (0.0051, "0.01", 1),
+    (500.0, "120.0", 0),   # beyond the last bound: +Inf only
+    (500.0, "+Inf", 1),
+])
+def test_duration_buckets_are_cumulative_and_include_their_bound(runtime, observed, le, expected):
+    Metrics(runtime)
+    runtime.metrics.request_duration.observe(observed)
+    assert v(runtime, "clearwall_request_duration_seconds_bucket", le=le) == expected
+    assert v(runtime, "clearwall_request_duration_seconds_sum") == observed
+
+
+def test_scraping_from_another_thread_while_flows_are_counted(runtime):
+    import threading
+
+    Metrics(runtime)
+    stop, errors = threading.Event(), []
+
+    def scrape():
+        while not stop.is_set():
+            try:
+                runtime.metrics.text()
+            except Exception as e:  # noqa: BLE001 - the test reports it
+                errors.append(e)
+
+    t = threading.Thread(target=scrape)
+    t.start()
+    try:
+        for i in range(3000):
+            run_flow = finished(client=f"c{i % 50}", destination=f"d{i % 7}")
+            runtime.metrics.count(run_flow, flow_state(run_flow), error=False)
+    finally:
+        stop.set()
+        t.join()
+    assert not errors
+    total = sum(val for (name, _), val in samples(runtime).items() if name == "clearwall_requests_total")
+    assert total == 3000

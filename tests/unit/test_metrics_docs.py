@@ -14,8 +14,13 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
+from mitmproxy.test import tflow
+
 from clearwall.mitm.metrics import MetricSet
 from clearwall.mitm.runtime import Runtime
+from clearwall.mitm.state import flow_state
+from clearwall.policy.clients import Identity
+from clearwall.policy.decision import Decision, Refusal
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"
 DASHBOARD = DOCS / "grafana-dashboard.json"
@@ -27,12 +32,13 @@ METRIC = re.compile(r"\bclearwall_[a-z_]+\b")
 def exported() -> set[str]:
     rt = Runtime(admin=("127.0.0.1", 0))
     m = MetricSet(rt)
-    # Touch every labelled metric so its samples appear.
-    m.requests.labels("c", "d", "allowed", "2xx").inc()
-    m.body_bytes.labels("request").inc()
-    m.filter_matches.labels("f", "alert").inc()
-    m.rate_limited.labels("r", "c").inc()
-    m.refused.labels("rate_limited").inc()
+    # Count one flow that touches every labelled metric, so each has samples.
+    f = tflow.tflow(resp=True)
+    st = flow_state(f)
+    st.identity, st.decision = Identity("c"), Decision(None, "d")
+    st.refusal = Refusal("rate_limited", "r", "m")
+    st.matches = [{"rule": "f", "where": "request.body", "action": "alert"}]
+    m.count(f, st, error=False)
     text = m.text().decode()
     names = set()
     for fam in text_string_to_metric_families(text):

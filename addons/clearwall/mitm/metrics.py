@@ -11,12 +11,12 @@ exported, so the addon does nothing at all.
 from __future__ import annotations
 
 import time
+from bisect import bisect_left
 
 from mitmproxy import http
-import prometheus_client
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
-from prometheus_client.registry import Collector
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+from prometheus_client.utils import floatToGoString
 
 from clearwall.mitm.bodylog import _action
 from clearwall.mitm.guard import guarded
@@ -30,21 +30,116 @@ ANONYMOUS, NONE = "anonymous", "none"
 BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
 # Refusals decided before any upstream exchange: such a flow has no upstream duration.
 _RESPONSE_SIDE = {"response_blocked", "response_too_large"}
-# `*_created` series double the series count and no dashboard or alert reads them.
-prometheus_client.disable_created_metrics()
 
 
 def status_class(status: int | None) -> str:
     return f"{status // 100}xx" if status and 100 <= status < 600 else NONE
 
 
-class _LiveCollector(Collector):
-    """Figures owned by others (log writer, rules in force), read when Prometheus scrapes."""
+class _Histogram:
+    """Bucket counts kept as a plain list: observing is one bisect and two additions."""
 
-    def __init__(self, runtime: Runtime) -> None:
+    def __init__(self, buckets: tuple[float, ...] = BUCKETS) -> None:
+        self.buckets = buckets
+        self.counts = [0] * (len(buckets) + 1)  # the last slot is +Inf
+        self.sum = 0.0
+
+    def observe(self, value: float) -> None:
+        self.counts[bisect_left(self.buckets, value)] += 1  # `le` buckets include their bound
+        self.sum += value
+
+    def family(self, name: str, doc: str) -> HistogramMetricFamily:
+        counts, total = list(self.counts), self.sum  # list() is atomic under the GIL
+        cumulative, acc = [], 0
+        for bound, n in zip(self.buckets + (float("inf"),), counts):
+            acc += n
+            cumulative.append((floatToGoString(bound), acc))
+        fam = HistogramMetricFamily(name, doc)
+        fam.add_metric([], cumulative, sum_value=total)
+        return fam
+
+
+class MetricSet:
+    """Every Clearwall metric, on its own registry (tests create as many as they like).
+
+    Flows are counted into plain dicts on the event loop — no locks, a few microseconds per flow
+    — and turned into Prometheus families only when /metrics is scraped (in a thread: a dict or
+    list copy is atomic under the GIL, so the scrape sees a consistent snapshot of each one).
+    """
+
+    def __init__(self, runtime: Runtime, registry: CollectorRegistry | None = None) -> None:
         self.runtime = runtime
+        self.requests: dict[tuple[str, str, str, str], int] = {}
+        self.body_bytes = {"request": 0, "response": 0}
+        self.filter_matches: dict[tuple[str, str], int] = {}
+        self.rate_limited: dict[tuple[str, str], int] = {}
+        self.refused: dict[str, int] = {}
+        self.reloads = {"ok": 0, "error": 0}  # present at 0, so alerts on increase() work from the start
+        self.request_duration = _Histogram()
+        self.upstream_duration = _Histogram()
+        self.registry = registry or CollectorRegistry()
+        self.registry.register(self)
+
+    def text(self) -> bytes:
+        return generate_latest(self.registry)
+
+    def reload(self, result: str) -> None:
+        self.reloads[result] = self.reloads.get(result, 0) + 1
+
+    # ----- counting (event loop) ------------------------------------------------------------
+
+    def count(self, flow: http.HTTPFlow, st: FlowState, *, error: bool, now: float | None = None) -> None:
+        """Count one finished flow."""
+        ident = st.identity
+        client = (ident.client if ident else None) or ANONYMOUS
+        destination = (st.decision.destination if st.decision else None) or NONE
+        action, _ = _action(st, error)
+        resp = flow.response
+        _inc(self.requests, (client, destination, action, status_class(resp.status_code if resp else None)))
+        refusal = st.refusal
+        if refusal is not None:
+            _inc(self.refused, refusal.kind)
+            if refusal.kind == "rate_limited":
+                _inc(self.rate_limited, (refusal.rule, client))
+        for r in st.would_block:
+            if r.kind == "rate_limited":
+                _inc(self.rate_limited, (r.rule, client))
+        for m in st.matches:
+            _inc(self.filter_matches, (m.get("rule", NONE), m.get("action", NONE)))
+        req = flow.request
+        if req.method == "CONNECT":
+            return
+        if req.raw_content:
+            self.body_bytes["request"] += len(req.raw_content)
+        if resp is not None and resp.raw_content and not resp.stream:
+            self.body_bytes["response"] += len(resp.raw_content)
+        if req.timestamp_start:
+            end = (resp.timestamp_end if resp else None) or now or time.time()
+            self.request_duration.observe(max(0.0, end - req.timestamp_start))
+        refused_early = refusal is not None and refusal.kind not in _RESPONSE_SIDE
+        if resp is not None and not refused_early and req.timestamp_end and resp.timestamp_start \
+                and flow.server_conn.timestamp_start:
+            self.upstream_duration.observe(max(0.0, resp.timestamp_start - req.timestamp_end))
+
+    # ----- scraping (any thread) ------------------------------------------------------------
 
     def collect(self):
+        yield _counter("requests", "HTTP exchanges and refused CONNECTs",
+                       ["client", "destination", "action", "status_class"], self.requests)
+        yield self.request_duration.family(PREFIX + "request_duration_seconds",
+                                           "From the request's first byte to the response's last")
+        yield self.upstream_duration.family(PREFIX + "upstream_duration_seconds",
+                                            "From the request sent upstream to the upstream response's first byte")
+        yield _counter("body_bytes", "Body bytes seen", ["direction"], self.body_bytes)
+        yield _counter("filter_matches", "Content-filter matches", ["rule", "action"], self.filter_matches)
+        yield _counter("rate_limited", "Requests over a rate limit (refused or, in report mode, would be)",
+                       ["rule", "client"], self.rate_limited)
+        yield _counter("refused", "Refusals sent, by SPEC §4 kind", ["kind"], self.refused)
+        yield _counter("rules_reloads", "Rule reloads", ["result"], self.reloads)
+        yield from self._live()
+
+    def _live(self):
+        """Figures owned by others (log writer, rules in force), read as they are now."""
         w = self.runtime.writer
         written = CounterMetricFamily(PREFIX + "log_records", "Body-log records written")
         errors = CounterMetricFamily(PREFIX + "log_write_errors", "Failed body-log writes (each retried)")
@@ -55,67 +150,21 @@ class _LiveCollector(Collector):
         depth.add_metric([], w.queue_depth if w else 0)
         writable.add_metric([], 1 if w is not None and w.writable else 0)
         info = GaugeMetricFamily(PREFIX + "rules_info", "The rules in force (value 1)", labels=["version"])
-        if self.runtime.rules is not None:
-            info.add_metric([self.runtime.rules.version], 1)
+        rules = self.runtime.rules
+        if rules is not None:
+            info.add_metric([rules.version], 1)
         yield from (written, errors, depth, writable, info)
 
 
-class MetricSet:
-    """Every Clearwall metric, on its own registry (tests create as many as they like)."""
+def _inc(d: dict, key) -> None:
+    d[key] = d.get(key, 0) + 1
 
-    def __init__(self, runtime: Runtime, registry: CollectorRegistry | None = None) -> None:
-        r = self.registry = registry or CollectorRegistry()
-        self.requests = Counter(PREFIX + "requests", "HTTP exchanges and refused CONNECTs",
-                                ["client", "destination", "action", "status_class"], registry=r)
-        self.request_duration = Histogram(PREFIX + "request_duration_seconds",
-                                          "From the request's first byte to the response's last",
-                                          buckets=BUCKETS, registry=r)
-        self.upstream_duration = Histogram(PREFIX + "upstream_duration_seconds",
-                                           "From the request sent upstream to the upstream response's first byte",
-                                           buckets=BUCKETS, registry=r)
-        self.body_bytes = Counter(PREFIX + "body_bytes", "Body bytes seen", ["direction"], registry=r)
-        self.filter_matches = Counter(PREFIX + "filter_matches", "Content-filter matches",
-                                      ["rule", "action"], registry=r)
-        self.rate_limited = Counter(PREFIX + "rate_limited", "Requests over a rate limit (refused or, in report mode, would be)",
-                                    ["rule", "client"], registry=r)
-        self.refused = Counter(PREFIX + "refused", "Refusals sent, by SPEC §4 kind", ["kind"], registry=r)
-        self.reloads = Counter(PREFIX + "rules_reloads", "Rule reloads", ["result"], registry=r)
-        for result in ("ok", "error"):
-            self.reloads.labels(result=result)  # present at 0, so alerts on increase() work from the start
-        r.register(_LiveCollector(runtime))
 
-    def text(self) -> bytes:
-        return generate_latest(self.registry)
-
-    def count(self, flow: http.HTTPFlow, st: FlowState, *, error: bool, now: float | None = None) -> None:
-        """Count one finished flow."""
-        ident = st.identity
-        client = (ident.client if ident else None) or ANONYMOUS
-        destination = (st.decision.destination if st.decision else None) or NONE
-        action, _ = _action(st, error)
-        resp = flow.response
-        self.requests.labels(client, destination, action, status_class(resp.status_code if resp else None)).inc()
-        if st.refusal is not None:
-            self.refused.labels(st.refusal.kind).inc()
-        for r in ((st.refusal,) if st.refusal else ()) + tuple(st.would_block):
-            if r.kind == "rate_limited":
-                self.rate_limited.labels(r.rule, client).inc()
-        for m in st.matches:
-            self.filter_matches.labels(m.get("rule", NONE), m.get("action", NONE)).inc()
-        req = flow.request
-        if req.method == "CONNECT":
-            return
-        if req.raw_content:
-            self.body_bytes.labels("request").inc(len(req.raw_content))
-        if resp is not None and resp.raw_content and not resp.stream:
-            self.body_bytes.labels("response").inc(len(resp.raw_content))
-        if req.timestamp_start:
-            end = (resp.timestamp_end if resp else None) or now or time.time()
-            self.request_duration.observe(max(0.0, end - req.timestamp_start))
-        refused_early = st.refusal is not None and st.refusal.kind not in _RESPONSE_SIDE
-        if resp is not None and not refused_early and req.timestamp_end and resp.timestamp_start \
-                and flow.server_conn.timestamp_start:
-            self.upstream_duration.observe(max(0.0, resp.timestamp_start - req.timestamp_end))
+def _counter(name: str, doc: str, labels: list[str], values: dict) -> CounterMetricFamily:
+    fam = CounterMetricFamily(PREFIX + name, doc, labels=labels)
+    for key, v in dict(values).items():  # dict() is atomic under the GIL
+        fam.add_metric(list(key) if isinstance(key, tuple) else [key], v)
+    return fam
 
 
 class Metrics:

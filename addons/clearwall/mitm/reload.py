@@ -184,4 +184,4 @@ class Reload:
     def _count(self, result: str) -> None:
         m = self.runtime.metrics
         if m is not None:
-            m.reloads.labels(result=result).inc()
+            m.reload(result)
