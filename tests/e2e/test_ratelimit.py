@@ -250,6 +250,18 @@ def test_a_reload_keeps_unchanged_limits_buckets_and_restarts_changed_ones(make_
     assert s.get(other, timeout=20).status_code == 429
 
 
+def test_an_unusable_rate_limit_backend_stops_start_up_with_one_clear_sentence(tmp_path, pki, upstream):
+    import subprocess
+
+    from tests.support.proxy import Proxy
+
+    proxy = Proxy(tmp_path / "bad", rules(pki, upstream, settings="  rate_limit_backend: 'redis://'"), env=TOKENS)
+    out = subprocess.run(proxy.command(), cwd=proxy.workdir, env=proxy.env, capture_output=True, timeout=60)
+    assert out.returncode == 1
+    assert b"rate limits cannot start: rate_limit_backend must be 'memory' or a redis:// URL" in out.stderr
+    assert b"Traceback" not in out.stderr
+
+
 # --- The addon in-process (mitmproxy's test context): failures refuse, the store is closed ----
 
 

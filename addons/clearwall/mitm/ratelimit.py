@@ -77,6 +77,15 @@ class RateLimits:
         self.runtime.limiter, self._index, self._store = limiter, index, store
         return limiter, index
 
+    def running(self) -> None:
+        # Open the store now rather than on the first request: a rate_limit_backend that cannot be
+        # used is an error logged during start-up, which stops the proxy (mitmproxy's error check)
+        # instead of refusing every limited request later.
+        try:
+            self._current()
+        except ValueError as e:
+            log.error("rate limits cannot start: %s", e)
+
     @guarded
     async def requestheaders(self, flow: http.HTTPFlow) -> None:
         if flow.response is not None:
