@@ -112,8 +112,8 @@ class RateLimits:
                 flow.metadata[HEADERS_KEY] = headers
             return
         rule = decision.refused_by.name if decision.refused_by is not None else matching[0].name
-        if decision.kind != "rate_limited":
-            log.warning("refusing %s: %s", flow.request.pretty_url, decision.message())
+        # No log line per refusal: the body log records each one, and the store logs an outage once;
+        # a warning per request during an outage would flood Clearwall's own log.
         respond.refuse(flow, Refusal(decision.kind, rule, decision.message()), extra_headers=decision.headers())
 
     @guarded
