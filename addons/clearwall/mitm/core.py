@@ -27,7 +27,19 @@ log = logging.getLogger("clearwall")
 MITM_MAJOR = int(MITM_VERSION.split(".")[0])
 # Routing options that turn matching traffic into an undecrypted relay no hook ever sees.
 BYPASS_OPTIONS = ("ignore_hosts", "allow_hosts", "tcp_hosts", "udp_hosts")
-_STARTED = time.time()
+def _process_start() -> float:
+    """When this process started (mitmproxy may create a CA before this module is imported)."""
+    try:
+        with open("/proc/self/stat") as f:
+            ticks = int(f.read().rsplit(")", 1)[1].split()[19])
+        with open("/proc/stat") as f:
+            boot = next(int(line.split()[1]) for line in f if line.startswith("btime "))
+        return boot + ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError, StopIteration):
+        return time.time()
+
+
+_STARTED = _process_start()
 _USER_SETTABLE_UNSAFE = {"rawtcp", "connection_strategy", "stream_large_bodies", "http2"}
 
 
