@@ -146,7 +146,8 @@ class Reload:
 
     async def _reload(self, why: str) -> bool:
         """Load, validate and swap in the rules; True when a new set is in force."""
-        assert self._lock is not None
+        if self._lock is None:
+            self._lock = asyncio.Lock()
         async with self._lock:  # SIGHUP during a file-change reload: one after the other
             path = self._path()
             if self._state_dir is None:
