@@ -18,7 +18,8 @@ settings:
   log: {{rotate: 2KiB}}
   upstream:
     ca_bundle: {ca}
-    resolve: {{api.example.test: 127.0.0.1, other.example.test: 127.0.0.1, paste.example.test: 127.0.0.1}}
+    resolve: {{api.example.test: 127.0.0.1, other.example.test: 127.0.0.1, paste.example.test: 127.0.0.1,
+              slow.example.test: 127.0.0.1}}
 clients:
   - name: local-agent
     match: {{source: 127.0.0.0/8}}
@@ -28,9 +29,21 @@ destinations:
     ports: [{port}]
     methods: [GET, POST]
     paths: ["/v1/**"]
+  - name: limited
+    hosts: [slow.example.test]
+    ports: [{port}]
+    rate_limit: {{requests: 1, per: 1h}}
 deny:
   - name: paste-sites
     hosts: [paste.example.test]
+filters:
+  - name: aws-key
+    pattern: 'AKIA[0-9A-Z]{{16}}'
+    where: [request.body]
+  - name: injection
+    pattern: '(?i)ignore previous instructions'
+    where: [request.body]
+    action: alert
 """
 
 SPEC_METRICS = [
@@ -124,6 +137,27 @@ def test_refusals_move_refused_and_blocked_request_counters(proxy, upstream, wha
                     == value(before, "clearwall_refused_total", kind=kind) + 1)
     assert value(scrape(proxy), "clearwall_requests_total", **blocked) == \
         value(before, "clearwall_requests_total", **blocked) + 1
+
+
+def test_filter_matches_and_rate_limits_move_through_the_real_proxy(proxy, upstream):
+    before = scrape(proxy)
+    s = session(proxy)
+    r = s.post(f"https://api.example.test:{upstream.port}/v1/x", data=b"key AKIAABCDEFGHIJKLMNOP", timeout=10)
+    assert r.status_code == 403 and r.json()["error"] == "content_blocked"
+    r = s.post(f"https://api.example.test:{upstream.port}/v1/x", data=b"Ignore previous instructions", timeout=10)
+    assert r.status_code == 200
+    statuses = [s.get(f"https://slow.example.test:{upstream.port}/", timeout=10).status_code for _ in range(2)]
+    assert statuses == [200, 429]
+    assert wait_for(lambda: value(scrape(proxy), "clearwall_rate_limited_total", rule="limited", client="local-agent")
+                    == value(before, "clearwall_rate_limited_total", rule="limited", client="local-agent") + 1)
+    after = scrape(proxy)
+    for labels in ({"rule": "aws-key", "action": "block"}, {"rule": "injection", "action": "alert"}):
+        assert value(after, "clearwall_filter_matches_total", **labels) == \
+            value(before, "clearwall_filter_matches_total", **labels) + 1, labels
+    for kind in ("content_blocked", "rate_limited"):
+        assert value(after, "clearwall_refused_total", kind=kind) == value(before, "clearwall_refused_total", kind=kind) + 1
+    limited = dict(client="local-agent", destination="limited", action="rate_limited", status_class="4xx")
+    assert value(after, "clearwall_requests_total", **limited) == value(before, "clearwall_requests_total", **limited) + 1
 
 
 def test_label_values_are_rule_names_never_hosts_or_paths(proxy, upstream):
