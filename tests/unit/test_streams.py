@@ -21,6 +21,7 @@ AWS = "AKIAPYCDYBK377OXTZQ6"
 @pytest.mark.parametrize("name, buf, final, events, rest", [
     ("one LF event", b"data: a\n\n", False, [b"data: a\n\n"], b""),
     ("CRLF lines", b"data: a\r\n\r\ndata: b\r\n", False, [b"data: a\r\n\r\n"], b"data: b\r\n"),
+    ("a CRLF event ending the buffer", b"data: a\r\n\r\n", False, [b"data: a\r\n\r\n"], b""),
     ("CR lines", b"data: a\r\rdata: b\r\rx", False, [b"data: a\r\r", b"data: b\r\r"], b"x"),
     ("a final CR ends the stream", b"data: a\r\r", True, [b"data: a\r\r"], b""),
     ("a trailing CR waits for its LF", b"data: a\r\n\r", False, [], b"data: a\r\n\r"),

@@ -25,6 +25,7 @@ import codecs
 import hashlib
 import json
 import logging
+import re
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -78,6 +79,9 @@ class Verdict:
     refusal: Refusal | None = None
 
 
+_EOL = re.compile(rb"\r\n|\r|\n")
+
+
 def split_events(buf: bytes, final: bool = False) -> tuple[list[bytes], bytes]:
     """Whole SSE events (each with its terminating blank line) and the incomplete rest.
 
@@ -85,21 +89,16 @@ def split_events(buf: bytes, final: bool = False) -> tuple[list[bytes], bytes]:
     buffer may be the first half of a CRLF, so it waits for more data (unless `final`).
     """
     events: list[bytes] = []
-    start = pos = 0
-    line_start = 0
+    start = line_start = 0
     n = len(buf)
-    while pos < n:
-        c = buf[pos]
-        if c not in (10, 13):
-            pos += 1
-            continue
-        if c == 13 and pos + 1 == n and not final:
+    for m in _EOL.finditer(buf):
+        pos, end = m.span()
+        if end == n and end - pos == 1 and buf[pos] == 13 and not final:
             break  # CR or CRLF? decide when more data arrives
-        end = pos + 2 if c == 13 and pos + 1 < n and buf[pos + 1] == 10 else pos + 1
         if pos == line_start:  # an empty line: the event is complete
             events.append(bytes(buf[start:end]))
             start = end
-        line_start = pos = end
+        line_start = end
     rest = bytes(buf[start:])
     if final and rest:
         events.append(rest)
@@ -144,6 +143,13 @@ class SseGuard:
             return self.fail(Refusal("response_too_large", SIZE_RULE,
                                      f"event stream went over the {self._cap}-byte response cap"))
         events, self._buf = split_events(self._buf + data, final)
+        if len(events) > 1 and self._transform is None:
+            # Clean traffic is the common case: one scan for every event of the chunk. Any
+            # finding sends the chunk through the per-event path, which alone decides.
+            joined = b"".join(events)
+            verdict = self._check(joined.decode("utf-8", "surrogateescape"))
+            if verdict.refusal is None and verdict.text is None:
+                events = [joined]
         out = bytearray()
         for raw in events:
             verdict = self._event(raw)
