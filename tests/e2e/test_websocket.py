@@ -163,3 +163,14 @@ def test_a_secret_split_across_fragments_is_reassembled_and_blocked(proxy, up):
             c.recv(timeout=10)
     assert closed.value.rcvd.code == 1008
     assert not any(AWS in str(m) for m in up.received)
+
+
+def test_a_large_message_is_scanned_too(proxy, up):
+    big = "x " * 100_000
+    with ws(proxy, up) as c:
+        c.send(big)
+        assert c.recv(timeout=20) == "echo: " + big
+        c.send(big + AWS)
+        with pytest.raises(ConnectionClosed) as closed:
+            c.recv(timeout=20)
+    assert closed.value.rcvd.code == 1008

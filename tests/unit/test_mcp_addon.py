@@ -138,3 +138,14 @@ def test_tools_list_results_are_filtered_to_allowed_tools(runtime):
 def test_a_tools_list_result_that_cannot_be_read_is_refused(runtime):
     f = tools_list_flow(runtime, b"{broken")
     assert f.response.status_code == 200 and answer(f)["error"]["data"]["error"] == "inspection_error"
+
+
+def test_in_report_mode_an_undecidable_body_is_a_would_block_not_a_refusal(tmp_path):
+    p = tmp_path / "r.yaml"
+    p.write_text(RULES.replace("settings", "x").replace("version: 1\n", "version: 1\nsettings: {mode: report}\n"))
+    rt = Runtime(rules=load_rules(p, environ={}))
+    f = run(rt, b"delete everything")
+    assert f.response is None
+    assert [(r.kind, r.rule) for r in flow_state(f).would_block] == [("request_denied", "remote-mcp")]
+    f = run(rt, json.dumps(call("delete_repo")).encode())
+    assert f.response is None and flow_state(f).would_block[0].kind == "request_denied"

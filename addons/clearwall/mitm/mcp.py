@@ -60,6 +60,16 @@ def _parse(body: bytes, encoding: str | None, cap: int | None) -> rpc.JsonRpc | 
     return rpc.parse_body(_decoded(body, encoding, cap))
 
 
+def _refuse(flow: http.HTTPFlow, st: FlowState, message: str) -> None:
+    """request_denied by the MCP destination, or a would-block when that rule is in report mode."""
+    dest = mcp_policy(st)
+    refusal = Refusal("request_denied", dest.name, message)
+    if dest.mode == "report":
+        st.would_block.append(refusal)
+    else:
+        respond.refuse(flow, refusal)
+
+
 class Mcp:
     name = "clearwall-mcp"
 
@@ -86,13 +96,11 @@ class Mcp:
             parsed = await asyncio.to_thread(_parse, *args) if len(body) > THREAD_THRESHOLD else _parse(*args)
         except Exception as e:  # noqa: BLE001 - undecodable or malformed
             if strict:
-                return respond.refuse(flow, Refusal("request_denied", st.decision.destination,
-                                                    f"MCP request body could not be read as JSON-RPC: {e}"))
+                _refuse(flow, st, f"MCP request body could not be read as JSON-RPC: {e}")
             return
         if parsed is None:
             if strict:
-                respond.refuse(flow, Refusal("request_denied", st.decision.destination,
-                                             "request body to an MCP destination is not JSON-RPC 2.0"))
+                _refuse(flow, st, "request body to an MCP destination is not JSON-RPC 2.0")
             return
         self._remember(st, parsed)
         if parsed.tools and not self._decide_tools(flow, st, parsed):

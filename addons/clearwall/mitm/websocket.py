@@ -13,6 +13,7 @@ If that fails the connection is cut instead — the message is dropped either wa
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 
@@ -29,6 +30,7 @@ from clearwall.policy.decision import Refusal
 
 log = logging.getLogger("clearwall")
 POLICY_VIOLATION = 1008
+THREAD_THRESHOLD = 16 * 1024
 
 
 def _ws_layer(flow: http.HTTPFlow):
@@ -80,7 +82,7 @@ class WebSockets:
         self.runtime = runtime
 
     @guarded
-    def websocket_message(self, flow: http.HTTPFlow) -> None:
+    async def websocket_message(self, flow: http.HTTPFlow) -> None:
         st = flow_state(flow)
         msg = flow.websocket.messages[-1]
         if st.ws_closing:
@@ -91,7 +93,10 @@ class WebSockets:
         action = "allowed"
         if rules is not None and any("websocket" in f.where for f in rules.filters):
             text = msg.content.decode("utf-8", "surrogateescape")
-            result = inspect_text(scanner(rules), "websocket", text)
+            sc = scanner(rules)
+            # Large messages are scanned off the event loop; the layer waits for this hook.
+            result = (await asyncio.to_thread(inspect_text, sc, "websocket", text) if len(text) > THREAD_THRESHOLD
+                      else inspect_text(sc, "websocket", text))
             for m in result.matches:
                 st.matches.append({"rule": m.filter, "where": m.target, "action": m.action})
             for name in result.would_block:
