@@ -89,6 +89,7 @@ class Reload:
         self._snap: tuple | None = None
         self._signal = False
         self._state_dir: Path | None = None
+        self._pending: set[asyncio.Task] = set()
 
     def _path(self) -> Path:
         return Path(ctx.options.clearwall_rules)
@@ -103,10 +104,15 @@ class Reload:
         self._task = loop.create_task(self._poll())
         if threading.current_thread() is threading.main_thread():
             try:
-                loop.add_signal_handler(signal.SIGHUP, lambda: loop.create_task(self._reload("SIGHUP")))
+                loop.add_signal_handler(signal.SIGHUP, self._on_sighup)
                 self._signal = True
             except (NotImplementedError, RuntimeError, ValueError):
                 log.warning("SIGHUP reload unavailable on this platform; rule files are still watched")
+
+    def _on_sighup(self) -> None:
+        task = asyncio.get_running_loop().create_task(self._reload("SIGHUP"))
+        self._pending.add(task)  # the loop keeps only weak references to tasks
+        task.add_done_callback(self._pending.discard)
 
     def done(self) -> None:
         if self._task is not None:
