@@ -370,6 +370,8 @@ class Streams:
         kind = media_type(resp.headers.get("content-type"))[0].lower()
         if kind == "text/event-stream":
             return self._stream_sse(flow, st)
+        if mcp_policy(st) is not None and st.mcp.get("method") == rpc.TOOLS_LIST:
+            return  # a tools/list result is filtered whole (Mcp.response), never streamed past it
         length = resp.headers.get("content-length", "")
         encoding = resp.headers.get("content-encoding", "").strip().lower()
         if length.isdigit() and int(length) > self.stream_threshold and encoding in ("", "identity"):
