@@ -369,13 +369,58 @@ def test_recipe(proxy, upstream, home, runtime, case, host, path, creds, check):
     before = len(upstream.requests)
     outcome = RUNTIMES[runtime](proxy, f"https://{host}:{upstream.port}{path}", creds, home)
     check(outcome)
-    if creds:  # a client's error message must not repeat its proxy token
+    if creds:  # a client's error message must not repeat its proxy token, and upstream never sees it
         assert creds.partition(":")[2] not in outcome.error + outcome.body, outcome
+        assert not upstream.received(creds.partition(":")[2])
     reached = [r.path for r in upstream.requests[before:]]
     if outcome.status == 200:
         assert reached == [path]
     else:
         assert reached == [], f"a refused request reached the upstream: {reached}"
+
+
+# --- the lines the guide insists on: leave one out and the request fails ---
+
+
+def git_without_proxy_auth_method(proxy, url, creds, home):
+    git = shutil.which("git") or pytest.skip("git is not installed")
+    env = git_env(home, HTTPS_PROXY=proxy_url(proxy, creds), GIT_SSL_CAINFO=str(proxy.ca_cert))
+    out = subprocess.run([git, "ls-remote", url.rsplit("/", 1)[0] + "/allowed.git"],
+                         capture_output=True, text=True, env=env, timeout=60)
+    return Outcome(None if out.returncode else 200, body=out.stdout, error=out.stderr)
+
+
+def node_fetch_without_dispatcher(proxy, url, creds, home):
+    if _node_major() >= 24:
+        pytest.skip("Node.js >= 24 may honour HTTPS_PROXY by other means; this checks older Node.js")
+    env = clean_env(home, HTTPS_PROXY=proxy_url(proxy, creds), NODE_EXTRA_CA_CERTS=str(proxy.ca_cert))
+    return run_json([shutil.which("node"), str(CLIENTS / "node_fetch.mjs"), "env", url], env, cwd=CLIENTS)
+
+
+MISSING_LINE = [
+    # (what is left out, runner, host, credentials, text of the failure)
+    ("requests without REQUESTS_CA_BUNDLE (SSL_CERT_FILE is not read)",
+     _python("requests", {"HTTPS_PROXY": "{proxy}", "SSL_CERT_FILE": "{ca}"}), "api.example.test", None,
+     "CERTIFICATE_VERIFY_FAILED"),
+    ("httpx without SSL_CERT_FILE (REQUESTS_CA_BUNDLE is not read)",
+     _python("httpx", {"HTTPS_PROXY": "{proxy}", "REQUESTS_CA_BUNDLE": "{ca}"}), "api.example.test", None,
+     "CERTIFICATE_VERIFY_FAILED"),
+    ("aiohttp without trust_env (HTTPS_PROXY is not read)",
+     _python("aiohttp-without-trust-env", {"HTTPS_PROXY": "{proxy}", "SSL_CERT_FILE": "{ca}"}), "api.example.test",
+     None, "api.example.test"),
+    ("Node.js fetch without a dispatcher before Node.js 24 (HTTPS_PROXY is not read)",
+     node_fetch_without_dispatcher, "api.example.test", None, "ENOTFOUND"),
+    ("git with credentials but without http.proxyAuthMethod basic",
+     git_without_proxy_auth_method, "private.example.test", f"agent:{TOKEN}", "CONNECT tunnel failed, response 403"),
+]
+
+
+@pytest.mark.parametrize("missing, runner, host, creds, text", MISSING_LINE, ids=[m[0] for m in MISSING_LINE])
+def test_leaving_out_a_line_of_the_recipe_fails(proxy, upstream, home, missing, runner, host, creds, text):
+    before = len(upstream.requests)
+    outcome = runner(proxy, f"https://{host}:{upstream.port}/v1/hello", creds, home)
+    assert outcome.status is None and text in outcome.error, outcome
+    assert len(upstream.requests) == before
 
 
 # --- git: `git ls-remote` against the smart-HTTP endpoint ---

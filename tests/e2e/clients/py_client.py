@@ -1,7 +1,7 @@
 """Fetch one URL with a Python HTTP library configured as docs/CLIENTS.md says; print one JSON line.
 
 Usage: py_client.py LIBRARY URL, LIBRARY one of requests, requests-explicit, httpx,
-httpx-explicit, aiohttp, aiohttp-explicit. The `*-explicit` forms take the proxy and CA from CLEARWALL_PROXY and
+httpx-explicit, aiohttp, aiohttp-explicit, aiohttp-without-trust-env. The `*-explicit` forms take the proxy and CA from CLEARWALL_PROXY and
 CLEARWALL_CA (the code recipe); the others take nothing but the standard environment variables
 (the environment recipe). Output: {"status", "headers", "body"} or {"error", "message", "status",
 "headers"} when the library raised (a refused CONNECT surfaces as an exception).
@@ -48,7 +48,7 @@ def _httpx(url: str, explicit: bool) -> dict:
     return {"status": r.status_code, "headers": dict(r.headers), "body": r.text}
 
 
-async def _aiohttp(url: str, explicit: bool) -> dict:
+async def _aiohttp(url: str, explicit: bool, trust_env: bool = True) -> dict:
     import aiohttp
 
     kwargs: dict = {}
@@ -61,7 +61,7 @@ async def _aiohttp(url: str, explicit: bool) -> dict:
             kwargs["proxy_auth"] = aiohttp.BasicAuth(unquote(proxy.username), unquote(proxy.password or ""))
     timeout = aiohttp.ClientTimeout(total=20)
     # trust_env=True: HTTPS_PROXY (credentials in it included); the default SSL context reads SSL_CERT_FILE.
-    async with aiohttp.ClientSession(trust_env=not explicit, timeout=timeout) as s:
+    async with aiohttp.ClientSession(trust_env=trust_env and not explicit, timeout=timeout) as s:
         try:
             async with s.get(url, **kwargs) as r:
                 return {"status": r.status, "headers": dict(r.headers), "body": await r.text()}
@@ -80,6 +80,8 @@ def main(argv: list[str]) -> int:
         out = _httpx(url, lib.endswith("explicit"))
     elif lib in ("aiohttp", "aiohttp-explicit"):
         out = asyncio.run(_aiohttp(url, lib.endswith("explicit")))
+    elif lib == "aiohttp-without-trust-env":  # the mistake the guide warns about
+        out = asyncio.run(_aiohttp(url, False, trust_env=False))
     else:
         raise SystemExit(f"unknown library {lib!r}")
     print(json.dumps(out))
