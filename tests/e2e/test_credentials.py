@@ -91,6 +91,21 @@ def test_upstream_receives_the_injected_credentials_and_not_the_clients(proxy, u
     assert GH_TOKEN not in json.dumps(rec)
 
 
+def test_a_response_echoing_the_injected_credential_reaches_the_client_scrubbed(proxy, upstream):
+    from tests.support.upstream import Reply
+
+    def echo_auth(req):
+        auth = req.headers.get("authorization", "")
+        return Reply(200, json.dumps({"you_sent": auth}).encode(), {"Content-Type": "application/json", "X-Seen": auth})
+
+    upstream.routes["/echo-auth"] = echo_auth
+    r = session(proxy).get(f"https://api.example.test:{upstream.port}/echo-auth", timeout=15)
+    assert r.status_code == 200
+    assert upstream.requests[-1].headers["authorization"] == f"Bearer {GH_TOKEN}"  # it was injected
+    assert GH_TOKEN not in r.text and GH_TOKEN not in r.headers["X-Seen"]
+    assert "[REDACTED]" in r.json()["you_sent"]
+
+
 def _flow_id(proxy, path_suffix):
     for rec in reversed(proxy.wait_records(1)):
         if rec.get("url", {}).get("full", "").endswith(path_suffix):

@@ -49,7 +49,7 @@ def _flow(rules, destination, scheme="https", **headers):
 def test_client_header_is_replaced_cookie_stripped_placeholder_swapped(tmp_path):
     rules = _rules(tmp_path)
     f = _flow(rules, "gh", Authorization="Bearer mine", Cookie="a=b", X_Other="clearwall:gh2")
-    Credentials(Runtime(rules=rules)).requestheaders(f)
+    asyncio.run(Credentials(Runtime(rules=rules)).requestheaders(f))
     assert f.response is None
     assert f.request.headers.get_all("authorization") == ["Bearer gh-token-abcdef"]
     assert "cookie" not in f.request.headers
@@ -61,7 +61,7 @@ def test_client_header_is_replaced_cookie_stripped_placeholder_swapped(tmp_path)
 def test_exfiltration_refuses_in_enforce_and_is_only_reported_in_report_mode(tmp_path, mode, refused):
     rules = _rules(tmp_path, mode)
     f = _flow(rules, None, X_Leak="gh-token-abcdef")
-    Credentials(Runtime(rules=rules)).requestheaders(f)
+    asyncio.run(Credentials(Runtime(rules=rules)).requestheaders(f))
     assert (f.response is not None) is refused
     st = flow_state(f)
     kinds = [st.refusal.kind] if st.refusal else [r.kind for r in st.would_block]
@@ -90,7 +90,7 @@ def test_undecodable_compressed_body_is_refused_not_passed(tmp_path):
 def test_required_empty_credential_refuses(tmp_path):
     rules = _rules(tmp_path)
     f = _flow(rules, "empty")
-    Credentials(Runtime(rules=rules)).requestheaders(f)
+    asyncio.run(Credentials(Runtime(rules=rules)).requestheaders(f))
     assert flow_state(f).refusal.kind == "request_denied"
     assert "authorization" not in f.request.headers
 
@@ -98,7 +98,7 @@ def test_required_empty_credential_refuses(tmp_path):
 def test_no_credentials_over_plain_http(tmp_path):
     rules = _rules(tmp_path)
     f = _flow(rules, "gh", scheme="http")
-    Credentials(Runtime(rules=rules)).requestheaders(f)
+    asyncio.run(Credentials(Runtime(rules=rules)).requestheaders(f))
     assert flow_state(f).refusal.kind == "request_denied"
     assert "gh-token" not in f.request.headers.get("authorization", "")
 
@@ -109,5 +109,43 @@ def test_compiled_rule_sets_are_cached_up_to_the_limit(tmp_path, versions, size)
     for i in range(versions):
         (tmp_path / "r.yaml").write_text(RULES.replace("@MODE@", "enforce") + f"# {i}\n"
                                          + f"deny: [{{name: d{i}, hosts: [x{i}.example.test]}}]\n")
-        addon._compiled(load_rules(tmp_path / "r.yaml", environ=ENV))
+        asyncio.run(addon._compiled(load_rules(tmp_path / "r.yaml", environ=ENV)))
     assert len(addon._cache) == size
+
+
+ECHO = [
+    ("in a response header", {"X-Echo": "Bearer gh-token-abcdef"}, b"ok", None),
+    ("in a plain response body", {}, b'{"auth": "Bearer gh-token-abcdef"}', None),
+    ("in a gzip response body", {"Content-Encoding": "gzip"}, b'{"auth": "gh-token-abcdef"}', "gzip"),
+]
+
+
+@pytest.mark.parametrize("case,headers,body,encoding", ECHO, ids=[e[0] for e in ECHO])
+def test_a_response_echoing_the_injected_secret_is_scrubbed_before_the_client_sees_it(tmp_path, case, headers,
+                                                                                       body, encoding):
+    import gzip
+
+    from mitmproxy import http
+
+    rules = _rules(tmp_path)
+    f = _flow(rules, "gh")
+    raw = gzip.compress(body) if encoding == "gzip" else body
+    f.response = http.Response.make(200, b"", headers)
+    f.response.raw_content = raw
+    asyncio.run(Credentials(Runtime(rules=rules)).response(f))
+    text = repr(list(f.response.headers.items(multi=True))).encode() + f.response.content
+    assert b"gh-token-abcdef" not in text
+    assert b"[REDACTED]" in text
+    assert f.response.headers.get("content-encoding") == encoding
+    assert flow_state(f).redacted
+
+
+def test_a_response_without_the_secret_is_left_alone(tmp_path):
+    from mitmproxy import http
+
+    rules = _rules(tmp_path)
+    f = _flow(rules, "gh")
+    f.response = http.Response.make(200, b"nothing secret", {"X-A": "b"})
+    asyncio.run(Credentials(Runtime(rules=rules)).response(f))
+    assert f.response.content == b"nothing secret"
+    assert not flow_state(f).redacted

@@ -6,6 +6,8 @@ headers at `requestheaders`, the body at `request`; (2) `require: true` refuses 
 the destination came out empty; (3) `strip_headers` removes what the client sent; (4) agreed
 placeholders are swapped for their secret; (5) `inject_headers` are set. Injection happens at
 `requestheaders` so a streamed request body cannot carry the headers out before it.
+A response that echoes an injected secret back (debug endpoints, error pages) has it replaced
+by [REDACTED] before the client sees it: the client must not learn what it never held.
 
 Every value handled here goes into `FlowState.secrets`, which the body log scrubs; messages and
 log lines name headers and destinations, never values.
@@ -30,14 +32,20 @@ from clearwall.policy.ruleset import RuleSet
 from clearwall.policy.secrets import EXFIL_RULE, Credential, ExfilDetector, all_secrets, credentials_for, swap_placeholders
 
 log = logging.getLogger("clearwall")
-THREAD_THRESHOLD = 64 * 1024  # request bodies above this are searched off the event loop
-DECODE_CAP = 64 * 1024**2  # decoded-size bound when the rules turn the request cap off
+THREAD_THRESHOLD = 64 * 1024  # bodies above this are searched off the event loop
+DECODE_CAP = 64 * 1024**2  # decoded-size bound when the rules turn a cap off
+REDACTED = b"[REDACTED]"
 
 
 class _Compiled:
+    """Everything derived from one rule set; built in a worker thread (it reads the rule files)."""
+
     def __init__(self, rules: RuleSet) -> None:
         self.creds: dict[str, Credential] = credentials_for(rules)
         self.detector = ExfilDetector(all_secrets(self.creds))
+        # Longest first, so a secret that contains another is replaced whole.
+        self.echo = {name: sorted((s.encode() for s in c.secrets if s), key=len, reverse=True)
+                     for name, c in self.creds.items() if c.secrets}
 
 
 def _mode(rules: RuleSet, st: FlowState) -> str:
@@ -55,13 +63,22 @@ class Credentials:
         self.runtime = runtime
         self.cache_size = cache_size
         self._cache: OrderedDict[str, _Compiled] = OrderedDict()  # rules version -> compiled
+        self._pending: dict[str, asyncio.Future] = {}  # one build per version, however many flows wait
 
-    def _compiled(self, rules: RuleSet) -> _Compiled:
+    async def _compiled(self, rules: RuleSet) -> _Compiled:
         hit = self._cache.get(rules.version)
-        if hit is None:
-            hit = self._cache[rules.version] = _Compiled(rules)
-            while len(self._cache) > self.cache_size:
-                self._cache.popitem(last=False)
+        if hit is not None:
+            return hit
+        pending = self._pending.get(rules.version)
+        if pending is None:
+            pending = self._pending[rules.version] = asyncio.ensure_future(asyncio.to_thread(_Compiled, rules))
+        try:
+            hit = await asyncio.shield(pending)
+        finally:
+            self._pending.pop(rules.version, None)
+        self._cache[rules.version] = hit
+        while len(self._cache) > self.cache_size:
+            self._cache.popitem(last=False)
         return hit
 
     def _refuse(self, flow: http.HTTPFlow, rules: RuleSet, refusal: Refusal) -> bool:
@@ -84,12 +101,12 @@ class Credentials:
             f"the request {where} carries a credential that only Clearwall may send"))
 
     @guarded
-    def requestheaders(self, flow: http.HTTPFlow) -> None:
+    async def requestheaders(self, flow: http.HTTPFlow) -> None:
         if flow.response is not None:
             return
         st = flow_state(flow)
         rules = st.rules or self.runtime.require_rules()
-        compiled = self._compiled(rules)
+        compiled = await self._compiled(rules)
         req = flow.request
         if compiled.detector:
             if self._exfiltration(flow, rules, "URL", compiled.detector.find(req.url)):
@@ -121,10 +138,10 @@ class Credentials:
         for name in cred.strip:
             req.headers.pop(name, None)
         if cred.placeholders:
-            for name, value in list(req.headers.items()):
-                swapped = swap_placeholders(value, cred.placeholders)
-                if swapped != value:
-                    req.headers[name] = swapped
+            fields = [(k, swap_placeholders(v, cred.placeholders)) for k, v in req.headers.items(multi=True)]
+            req.headers.clear()
+            for k, v in fields:
+                req.headers.add(k, v)
             path = swap_placeholders(req.path, cred.placeholders, url=True)
             if path != req.path:
                 req.path = path
@@ -140,14 +157,16 @@ class Credentials:
             return
         st = flow_state(flow)
         rules = st.rules or self.runtime.require_rules()
-        compiled = self._compiled(rules)
+        compiled = await self._compiled(rules)
         body = flow.request.raw_content
         if not compiled.detector or not body:
             return
         encoding = flow.request.headers.get("content-encoding")
         if len(body) > THREAD_THRESHOLD or encoding:
+            cap = rules.settings.limits.request_body
             try:
-                found = await asyncio.to_thread(_search_body, compiled.detector, body, encoding, _cap(rules))
+                found = await asyncio.to_thread(_search_body, compiled.detector, body, encoding,
+                                                cap if cap is not None else DECODE_CAP)
             except TooLarge:
                 return respond.refuse(flow, Refusal("request_too_large", EXFIL_RULE,
                                                     "the request body decodes beyond its size limit"))
@@ -158,10 +177,74 @@ class Credentials:
             found = compiled.detector.find(body)
         self._exfiltration(flow, rules, "body", found)
 
+    @guarded
+    async def response(self, flow: http.HTTPFlow) -> None:
+        st = flow_state(flow)
+        resp = flow.response
+        if resp is None or st.refusal is not None or st.decision is None or st.rules is None:
+            return
+        needles = (await self._compiled(st.rules)).echo.get(st.decision.destination)
+        if not needles:
+            return
+        echoed = []
+        for name, value in list(resp.headers.items(multi=True)):
+            if any(n.decode() in value for n in needles):
+                echoed.append(name)
+        if echoed:
+            fields = [(k, _scrub(v.encode(), needles).decode()) for k, v in resp.headers.items(multi=True)]
+            resp.headers.clear()
+            for k, v in fields:
+                resp.headers.add(k, v)
+        body = resp.raw_content
+        if body and not resp.stream:
+            if await self._scrub_body(resp, needles, st.rules):
+                echoed.append("body")
+        if echoed:
+            st.redacted = True
+            st.matches.append({"rule": EXFIL_RULE, "where": "response", "action": "redact"})
+            log.warning("flow %s: the response of %s echoed an injected credential (%s); replaced",
+                        flow.id, st.decision.destination, ", ".join(echoed))
 
-def _cap(rules: RuleSet) -> int:
-    cap = rules.settings.limits.request_body
-    return cap if cap is not None else DECODE_CAP
+    @staticmethod
+    async def _scrub_body(resp: http.Response, needles: list[bytes], rules: RuleSet) -> bool:
+        body, encoding = resp.raw_content, resp.headers.get("content-encoding")
+        cap = rules.settings.limits.response_body
+        args = (body, encoding, needles, cap if cap is not None else DECODE_CAP)
+        if len(body) > THREAD_THRESHOLD or encoding:
+            result = await asyncio.to_thread(_scrubbed_body, *args)
+        else:
+            result = _scrubbed_body(*args)
+        if result is None:
+            return False
+        content, decoded = result
+        if not decoded:
+            resp.headers.pop("content-encoding", None)  # the raw bytes were scrubbed as they are
+        resp.content = content  # encoded again with the response's Content-Encoding, if any
+        return True
+
+
+def _scrubbed_body(body: bytes, encoding: str | None, needles: list[bytes], cap: int) -> tuple[bytes, bool] | None:
+    """(scrubbed content, whether it is the decoded body), or None when nothing was echoed.
+
+    An undecodable or oversized compressed body is searched as sent; the content filters refuse
+    such a body anyway.
+    """
+    if encoding:
+        try:
+            decoded = decode_content(body, encoding, max_size=cap)
+        except (DecodeError, TooLarge):
+            decoded = None
+        if decoded is not None and any(n in decoded for n in needles):
+            return _scrub(decoded, needles), True
+    if any(n in body for n in needles):
+        return _scrub(body, needles), False
+    return None
+
+
+def _scrub(data: bytes, needles: list[bytes]) -> bytes:
+    for n in needles:
+        data = data.replace(n, REDACTED)
+    return data
 
 
 def _search_body(detector: ExfilDetector, body: bytes, encoding: str | None, cap: int) -> tuple[str, str] | None:

@@ -74,24 +74,28 @@ class Credential:
         return bool(self.inject or self.strip or self.placeholders)
 
 
-def _raw_templates(ruleset: RuleSet, name: str) -> dict | None:
-    """The destination entry `name` as written (no substitution), or None when unknown."""
+def _raw_templates(ruleset: RuleSet, name: str, docs: dict[str, dict | None]) -> dict | None:
+    """The destination entry `name` as written (no substitution), or None when unknown.
+
+    `docs` caches each rule file's raw parse for one `credentials_for` call.
+    """
     source = ruleset.sources.get(name)
     if not source:
         return None
-    path = Path(source.rsplit(":", 1)[0])
-    doc = load_yaml(path, substitute_vars=False) if path.is_file() else None
-    if doc is None or not isinstance(doc.data, dict):
-        return None
-    for entry in doc.data.get("destinations") or []:
+    path = source.rsplit(":", 1)[0]
+    if path not in docs:
+        doc = load_yaml(Path(path), substitute_vars=False) if Path(path).is_file() else None
+        docs[path] = doc.data if doc is not None and isinstance(doc.data, dict) else None
+    data = docs[path]
+    for entry in (data or {}).get("destinations") or []:
         if isinstance(entry, dict) and entry.get("name") == name:
             return entry
     return None
 
 
-def _credential(ruleset: RuleSet, dest) -> Credential:
+def _credential(ruleset: RuleSet, dest, docs: dict[str, dict | None]) -> Credential:
     spec = dest.spec
-    raw = _raw_templates(ruleset, dest.name) or {}
+    raw = _raw_templates(ruleset, dest.name, docs) or {}
     raw_inject = raw.get("inject_headers") if isinstance(raw.get("inject_headers"), dict) else {}
     raw_ph = raw.get("placeholders") if isinstance(raw.get("placeholders"), dict) else {}
     secrets: set[str] = set()
@@ -132,11 +136,12 @@ def _parts(template, value: str) -> tuple[list[str], bool]:
 
 def credentials_for(ruleset: RuleSet) -> dict[str, Credential]:
     """Destination name -> Credential, for every destination that injects, strips or swaps."""
-    out = {}
+    out: dict[str, Credential] = {}
+    docs: dict[str, dict | None] = {}
     for dest in ruleset.destinations:
         spec = dest.spec
         if spec is not None and (spec.inject_headers or spec.strip_headers or spec.placeholders):
-            out[dest.name] = _credential(ruleset, dest)
+            out[dest.name] = _credential(ruleset, dest, docs)
     return out
 
 
