@@ -146,8 +146,8 @@ def generic_secret(value: str) -> bool:
     `self.password`): a pure identifier path is not a leak. A real secret mixes at least two of
     lower case, upper case, digits and symbols and carries close to 3 bits of entropy per character.
     """
-    if is_placeholder(value) or _ENV_NAME.fullmatch(value):
-        return False
+    if is_placeholder(value) or _ENV_NAME.fullmatch(value) or "://" in value:
+        return False  # URLs are judged by the URL patterns (credentials in the authority part)
     if _IDENTIFIER.fullmatch(value) and not any(c.isdigit() for c in value):
         return False
     kinds = sum(
@@ -156,6 +156,16 @@ def generic_secret(value: str) -> bool:
     )
     # A short string cannot reach 3 bits/char (8 distinct characters give exactly 3).
     return kinds >= 2 and shannon_entropy(value) >= min(3.0, 0.85 * math.log2(len(value)))
+
+
+def basic_auth(value: str) -> bool:
+    """An HTTP Basic credential: base64 of `user:password` with a real-looking password."""
+    try:
+        raw = base64.b64decode(value + "=" * (-len(value) % 4), validate=True).decode("utf-8")
+    except (binascii.Error, ValueError, UnicodeDecodeError):
+        return False
+    user, sep, password = raw.partition(":")
+    return bool(sep) and len(password) >= 4 and not is_placeholder(password) and not is_placeholder(raw)
 
 
 def entropy(threshold: float) -> Validator:
@@ -175,6 +185,7 @@ _NAMED: dict[str, Validator] = {
     "jwt": jwt,
     "not_placeholder": not_placeholder,
     "generic_secret": generic_secret,
+    "basic_auth": basic_auth,
 }
 
 
