@@ -156,7 +156,11 @@ class BodyLog:
         st.logged = True
         rules = st.rules or self.runtime.rules
         settings = rules.settings if rules else None
-        action, reason = _action(st, error)
+        # A client may stop reading an event stream whenever it likes: what it received was
+        # inspected and forwarded, so that is not an error of the exchange (the reason says so).
+        client_left = (error and st.stream_log is not None and flow.error is not None
+                       and flow.error.msg.startswith("Client disconnected"))
+        action, reason = _action(st, error and not client_left)
         req, resp = flow.request, flow.response
         ident = st.identity
         ex = Exchange(
