@@ -114,3 +114,19 @@ def test_every_format_character_counts_as_invisible():
     missing = [hex(c) for c in range(sys.maxunicode + 1)
                if unicodedata.category(chr(c)) == "Cf" and not _INVISIBLE.match(chr(c))]
     assert missing == []
+
+
+def test_secret_inside_base64_of_mostly_non_ascii_text_is_found():
+    text = "Grüße, données, 数据 " * 50 + " token=" + TOKEN + " " + "数据 " * 50
+    variants = Evasions().variants(base64.b64encode(text.encode()).decode())
+    assert any(TOKEN in v.text for v in variants)
+
+
+def test_huge_decoded_runs_are_judged_on_a_sample():
+    import time
+
+    blob = base64.b64encode(("Grüße " * 300_000 + TOKEN).encode()).decode()
+    start = time.monotonic()
+    variants = Evasions().variants(blob)
+    assert time.monotonic() - start < 10
+    assert any(TOKEN in v.text for v in variants)

@@ -53,6 +53,7 @@ class Variant:
     text: str
 
 
+_SAMPLE = 64 * 1024
 _PRINTABLE_ASCII = bytes(range(0x20, 0x7F)) + b"\t\r\n"
 
 
@@ -68,13 +69,15 @@ def _as_text(raw: bytes) -> str | None:
         bad = len(raw.translate(None, _PRINTABLE_ASCII))
         return raw.decode("ascii") if bad <= 0.15 * len(raw) else None
     text = raw.decode("utf-8", "replace")
-    good = sum(1 for c in text if (c.isprintable() and c != "\ufffd") or c in "\t\r\n")
-    return text if good >= 0.85 * len(text) else None
+    sample = text[:_SAMPLE]  # judging a prefix keeps a huge decoded run from costing a Python loop
+    good = sum(1 for c in sample if (c.isprintable() and c != "\ufffd") or c in "\t\r\n")
+    return text if good >= 0.85 * len(sample) else None
 
 
 def _score(text: str) -> float:
     """Share of letters, digits and spaces: real text scores high, misaligned decodes low."""
-    return sum(1 for c in text if c.isalnum() or c == " ") / len(text)
+    sample = text[:_SAMPLE]
+    return sum(1 for c in sample if c.isalnum() or c == " ") / len(sample)
 
 
 def percent(text: str) -> str | None:
@@ -274,12 +277,14 @@ class Evasions:
                 if urlsafe and b"-" not in run and b"_" not in run:
                     continue  # plain alphanumeric runs were already tried as standard base64
                 seen.add(run)
-                decoded = self._decode_base64(run, urlsafe)
+                # With the finder, the run already showed the fingerprint of encoded text
+                # somewhere (perhaps only around a secret inside non-ASCII text).
+                decoded = self._decode_base64(run, urlsafe, checked=self._finder is not None)
                 if decoded:
                     found.append(decoded)
         return "\n".join(found) or None
 
-    def _decode_base64(self, run: bytes, urlsafe: bool) -> str | None:
+    def _decode_base64(self, run: bytes, urlsafe: bool, *, checked: bool = False) -> str | None:
         # A run may start mid-group (glued to a prefix): keep the alignment that decodes to the
         # most printable text.
         best: tuple[float, str] | None = None
@@ -287,7 +292,7 @@ class Evasions:
             part = run[shift:]
             if len(part) % 4 == 1:
                 part = part[:-1]  # one dangling character carries no whole byte
-            if len(part) < self.min_base64 or not _b64_textlike(part):
+            if len(part) < self.min_base64 or not (checked or _b64_textlike(part)):
                 continue
             part += b"=" * (-len(part) % 4)
             try:
