@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 
 import pytest
+import requests
 
 from tests.e2e.helpers import refusal, session, via_curl
 from tests.support.redis_server import RedisServer, require_redis_server
@@ -50,6 +51,17 @@ def api(upstream, path: str = "/v1/x") -> str:
     return f"https://api.example.test:{upstream.port}{path}"
 
 
+def metric(proxy, name: str, **labels: str) -> float:
+    """One sample from the proxy's /metrics (0 when absent)."""
+    text = requests.get(f"http://127.0.0.1:{proxy.admin_port}/metrics", timeout=10).text
+    want = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
+    for line in text.splitlines():
+        head, _, value = line.rpartition(" ")
+        if head.startswith(name + "{") and ",".join(sorted(head[len(name) + 1:-1].split(","))) == want:
+            return float(value)
+    return 0.0
+
+
 def _check_429(r, *, rule: str, quota: int, window: int, max_wait: int) -> int:
     """The SPEC §4 refusal: 429, Retry-After, RateLimit-Policy/RateLimit, JSON body; returns Retry-After."""
     assert r.status_code == 429, r.text
@@ -88,6 +100,7 @@ def test_five_per_minute_admits_exactly_five_and_refuses_the_sixth_with_429(make
     assert rec["event"]["reason"] == "rate_limited"
     assert rec["rule"]["name"][0] == "api"
     assert rec["http"]["response"]["status_code"] == 429
+    assert metric(proxy, "clearwall_rate_limited_total", rule="api", client="alpha") == 1
 
     # Another real client, same identity, same bucket: curl is refused too.
     status, headers, body = via_curl(curl, proxy, api(upstream, "/v1/curl"), "-U", "alpha:alpha-secret")
@@ -145,12 +158,38 @@ def test_report_mode_counts_and_forwards_and_logs_would_block(make_proxy, pki, u
     assert third["event"]["reason"] == "rate_limited"
     assert "rollout" in third["rule"]["name"]
     assert third["http"]["response"]["status_code"] == 200
+    assert metric(proxy, "clearwall_rate_limited_total", rule="rollout", client="alpha") == 2
 
 
 def test_global_report_mode_applies_to_a_destination_limit_too(make_proxy, pki, upstream):
     proxy = make_proxy(rules(pki, upstream, settings="  mode: report"), env=TOKENS)
     s = session(proxy, "alpha", "alpha-secret")
     assert [s.get(api(upstream), timeout=20).status_code for _ in range(7)] == [200] * 7
+
+
+def test_a_destination_key_is_one_budget_for_every_client_and_plain_http_counts_too(make_proxy, pki, upstream,
+                                                                                     plain_upstream):
+    plain = f"""  - name: plain-api
+    hosts: [api.example.test]
+    ports: [{plain_upstream.port}]
+rate_limits:
+  - name: api-total
+    key: destination
+    requests: 3
+    per: 1m
+    destinations: [api, plain-api]
+"""
+    proxy = make_proxy(rules(pki, upstream, api_extra="", rate_limits=plain), env=TOKENS)
+    alpha, beta = session(proxy, "alpha", "alpha-secret"), session(proxy, "beta", "beta-secret")
+    statuses = [alpha.get(api(upstream), timeout=20).status_code for _ in range(2)]
+    statuses += [beta.get(api(upstream), timeout=20).status_code for _ in range(2)]
+    assert statuses == [200, 200, 200, 429]
+    assert alpha.get(api(upstream), timeout=20).status_code == 429
+    # The plain-HTTP destination is another destination: its own bucket under the same limit.
+    plain_url = f"http://api.example.test:{plain_upstream.port}/p"
+    got = [alpha.get(plain_url, timeout=20) for _ in range(4)]
+    assert [r.status_code for r in got] == [200, 200, 200, 429]
+    assert refusal(got[3].content)["rule"] == "api-total"
 
 
 # --- Redis: one budget shared by replicas, and what happens while it is down ------------------
