@@ -8,6 +8,7 @@ the whole module; a runtime that is not installed is skipped, never failed.
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import io
 import json
 import os
@@ -210,6 +211,9 @@ def curl_env(proxy, url, creds, home):
 
 def _python(lib: str, env_recipe: dict[str, str]):
     def run(proxy, url, creds, home):
+        module = lib.split("-")[0]
+        if importlib.util.find_spec(module) is None:
+            pytest.skip(f"{module} is not installed in this Python (it belongs in the test extras)")
         env = clean_env(home, **{k: v.format(proxy=proxy_url(proxy, creds), ca=proxy.ca_cert)
                                  for k, v in env_recipe.items()})
         return run_json([sys.executable, str(CLIENTS / "py_client.py"), lib, url], env)
@@ -232,28 +236,27 @@ def _node_major() -> int:
     return int(out.stdout.strip().lstrip("v").split(".")[0])
 
 
-_UNDICI: dict[str, Path | str] = {}
+_UNDICI_SKIP: list[str] = []  # why undici could not be installed, so later tests skip without retrying
 
 
-def undici_dir() -> Path:
-    """undici from the npm registry into a scratch directory, once per test session."""
-    if "dir" in _UNDICI:
-        return _UNDICI["dir"]
-    if "skip" in _UNDICI:
-        pytest.skip(_UNDICI["skip"])
+def undici_dir(home: Path) -> Path:
+    """undici from the npm registry into the module's scratch directory, once."""
+    d = home / "undici"
+    if (d / "node_modules" / "undici").is_dir():
+        return d
+    if _UNDICI_SKIP:
+        pytest.skip(_UNDICI_SKIP[0])
     npm = shutil.which("npm")
     if npm is None:
-        _UNDICI["skip"] = "npm is not installed, so undici cannot be installed"
-        pytest.skip(_UNDICI["skip"])
-    import tempfile
-    d = Path(tempfile.mkdtemp(prefix="clearwall-undici-"))
+        _UNDICI_SKIP.append("npm is not installed, so undici cannot be installed")
+        pytest.skip(_UNDICI_SKIP[0])
+    d.mkdir(exist_ok=True)
+    shutil.copy(CLIENTS / "node_fetch.mjs", d / "node_fetch.mjs")  # resolves `undici` from d/node_modules
     out = subprocess.run([npm, "install", "--no-audit", "--no-fund", "--no-save", "--loglevel=error",
                           "--prefix", str(d), "undici@7"], capture_output=True, text=True, timeout=300)
     if out.returncode != 0 or not (d / "node_modules" / "undici").is_dir():
-        _UNDICI["skip"] = f"npm could not install undici (registry unreachable?): {out.stderr.strip()[-300:]}"
-        pytest.skip(_UNDICI["skip"])
-    shutil.copy(CLIENTS / "node_fetch.mjs", d / "node_fetch.mjs")  # resolves `undici` from d/node_modules
-    _UNDICI["dir"] = d
+        _UNDICI_SKIP.append(f"npm could not install undici (registry unreachable?): {out.stderr.strip()[-300:]}")
+        pytest.skip(_UNDICI_SKIP[0])
     return d
 
 
@@ -267,7 +270,7 @@ def _node(mode: str):
             env["NODE_USE_ENV_PROXY"] = "1"
             d = CLIENTS
         else:
-            d = undici_dir()
+            d = undici_dir(home)
         return run_json([shutil.which("node"), str(d / "node_fetch.mjs"), mode, url], env, cwd=d)
     return run
 
