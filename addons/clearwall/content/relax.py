@@ -8,8 +8,9 @@ share with `regex`) and re-emit it relaxed:
 
 - anchors, word boundaries and look-arounds are dropped (dropping a condition only widens);
 - every construct that can match some non-ASCII character also accepts 0x80;
-- case-insensitive letters are spelled out as classes, including 0x80 for i/k/s, which `regex`
-  folds from U+0130, U+212A and U+017F;
+- case-insensitive letters are spelled out as classes; the three non-ASCII characters `regex`
+  folds to ASCII letters (U+0130, U+212A, U+017F) reach Hyperscan as i, k and s, and negated
+  classes accept those letters;
 - backreferences become "anything", atomic groups and possessive repeats become plain ones;
 - counted repeats longer than 64, and counted repeats of groups, become open-ended
   (Hyperscan compiles and scans those far faster).
@@ -35,8 +36,11 @@ UNBOUNDED = 1 << 20
 _MAX_COUNTED = 64
 OPEN_GROUP_REPEATS = True
 
-# ASCII letters that `regex` case-folds from some non-ASCII character (checked by a unit test).
-FOLDS_FROM_NON_ASCII = frozenset("iks")
+# The non-ASCII characters `regex` case-folds to an ASCII letter (a unit test checks the list).
+# The prefilter text carries them as that letter, so case-insensitive letters need no 0x80
+# alternative (which would make every CJK character a candidate for `(?i)s`).
+FOLD_MAP = {"\u0130": "i", "\u212a": "k", "\u017f": "s"}
+FOLDS_FROM_NON_ASCII = frozenset(FOLD_MAP.values())
 
 _ASCII = [chr(i) for i in range(128)]
 # The ASCII members of `regex`'s Unicode categories, so the Hyperscan classes agree byte for byte.
@@ -101,7 +105,7 @@ def _literal_set(code: int, icase: bool) -> tuple[set[str], bool]:
     chars = {chr(code)}
     if icase:
         chars = _case_variants(chars)
-    return chars, icase and chr(code).lower() in FOLDS_FROM_NON_ASCII
+    return chars, False
 
 
 def _in_items(items: list, icase: bool) -> str:
@@ -121,7 +125,6 @@ def _in_items(items: list, icase: bool) -> str:
             rng = {chr(i) for i in range(lo, min(hi, 127) + 1)}
             if icase:
                 rng = _case_variants(rng)
-                non_ascii |= any(c.lower() in FOLDS_FROM_NON_ASCII for c in rng)
             chars |= rng
         elif op is C.CATEGORY:
             if av in _CATEGORY_ASCII:
@@ -135,8 +138,9 @@ def _in_items(items: list, icase: bool) -> str:
         else:
             raise Unrelaxable(f"class item {op}")
     if negate:
-        # 0x80 stands for every non-ASCII character, some of which the class does not list.
-        return _class(set(_ASCII) - chars, True) if set(_ASCII) - chars else "\\x80"
+        # 0x80 stands for every non-ASCII character, some of which the class does not list;
+        # i, k and s may stand for U+0130, U+212A, U+017F, which the class may not list either.
+        return _class((set(_ASCII) - chars) | FOLDS_FROM_NON_ASCII, True)
     return _class(chars, non_ascii)
 
 
@@ -268,9 +272,13 @@ _UTF8_CONTINUATION = bytes(range(0x80, 0xC0))
 
 
 def prefilter_bytes(text: str) -> bytes:
-    """`text` with each non-ASCII character replaced by 0x80: one byte per character."""
+    """`text` with U+0130/U+212A/U+017F as i/k/s and every other non-ASCII character as 0x80:
+    one byte per character, so Hyperscan offsets are character offsets."""
     if text.isascii():
         return text.encode("ascii")
+    for char, letter in FOLD_MAP.items():
+        if char in text:
+            text = text.replace(char, letter)
     # surrogatepass: lone surrogates (from JSON \ud800 escapes) are characters too.
     return text.encode("utf-8", "surrogatepass").translate(_X80_TABLE, _UTF8_CONTINUATION)
 
