@@ -301,6 +301,14 @@ def test_an_unusable_rate_limit_backend_stops_start_up_with_one_clear_sentence(t
     assert b"Traceback" not in out.stderr
 
 
+def test_moving_a_limit_from_report_to_enforce_keeps_the_counts_of_the_rollout(make_proxy, pki, upstream):
+    proxy = make_proxy(rules(pki, upstream, api_extra=FIVE_PER_MINUTE + "\n    mode: report"), env=TOKENS)
+    s = session(proxy, "alpha", "alpha-secret")
+    assert [s.get(api(upstream), timeout=20).status_code for _ in range(7)] == [200] * 7
+    _reload(proxy, rules(pki, upstream), 1)  # same limit, now enforced: its bucket is already empty
+    _check_429(s.get(api(upstream), timeout=20), rule="api", quota=5, window=60, max_wait=12)
+
+
 # --- The addon in-process (mitmproxy's test context): failures refuse, the store is closed ----
 
 
