@@ -7,26 +7,26 @@ the whole module; a runtime that is not installed is skipped, never failed.
 
 from __future__ import annotations
 
-import hashlib
-import importlib.util
-import io
 import json
 import os
 import shutil
 import subprocess
-import time
 import sys
-import zipfile
-from dataclasses import dataclass, field
+import time
 from pathlib import Path
 
 import pytest
 
+from tests.e2e.clients.runners import (
+    CLIENTS, Outcome, clean_env, curl_env, curl_flags, go_default_transport, go_explicit_transport, node_env_proxy,
+    node_major, node_undici_agent, node_undici_global, proxy_url, python_aiohttp, python_aiohttp_explicit,
+    python_httpx, python_httpx_explicit, python_requests, python_requests_explicit, python_runner, run_json,
+)
+from tests.e2e.clients.servers import COMMIT, WHEEL, WHEEL_NAME, git_refs, simple_index, wheel_file
 from tests.e2e.helpers import refusal
 from tests.support.proxy import Proxy
-from tests.support.upstream import RecordedRequest, Reply, Upstream
+from tests.support.upstream import Upstream
 
-CLIENTS = Path(__file__).parent / "clients"
 TOKEN = "agent-token-1234"
 
 RULES = """
@@ -72,53 +72,6 @@ destinations:
 """
 
 
-# --- a tiny git smart-HTTP endpoint and a tiny package index, served by the recording upstream ---
-
-COMMIT = "0123456789abcdef0123456789abcdef01234567"
-
-
-def _pkt(line: str) -> bytes:
-    data = line.encode()
-    return b"%04x" % (len(data) + 4) + data
-
-
-def git_refs(req: RecordedRequest) -> Reply:
-    """The ref advertisement of smart HTTP (protocol v0): enough for `git ls-remote`."""
-    body = (_pkt("# service=git-upload-pack\n") + b"0000"
-            + _pkt(f"{COMMIT} HEAD\0symref=HEAD:refs/heads/main agent=test\n")
-            + _pkt(f"{COMMIT} refs/heads/main\n") + b"0000")
-    return Reply(200, body, {"Content-Type": "application/x-git-upload-pack-advertisement", "Cache-Control": "no-cache"})
-
-
-def make_wheel(name: str, version: str) -> tuple[str, bytes]:
-    """A minimal valid wheel: metadata only, no code."""
-    dist = f"{name}-{version}.dist-info"
-    files = {
-        f"{dist}/METADATA": f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n".encode(),
-        f"{dist}/WHEEL": b"Wheel-Version: 1.0\nGenerator: clearwall-tests\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
-    }
-    record = "".join(f"{p},,\n" for p in files) + f"{dist}/RECORD,,\n"
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w") as z:
-        for p, data in files.items():
-            z.writestr(p, data)
-        z.writestr(f"{dist}/RECORD", record)
-    return f"{name}-{version}-py3-none-any.whl", buf.getvalue()
-
-
-WHEEL_NAME, WHEEL = make_wheel("tinypkg", "1.0")
-
-
-def simple_index(req: RecordedRequest) -> Reply:
-    sha = hashlib.sha256(WHEEL).hexdigest()
-    page = f'<!DOCTYPE html><html><body><a href="/files/{WHEEL_NAME}#sha256={sha}">{WHEEL_NAME}</a></body></html>'
-    return Reply(200, page.encode(), {"Content-Type": "text/html"})
-
-
-def wheel_file(req: RecordedRequest) -> Reply:
-    return Reply(200, WHEEL, {"Content-Type": "application/octet-stream"})
-
-
 # --- fixtures ---
 
 
@@ -140,167 +93,6 @@ def proxy(tmp_path_factory, pki, upstream, plain_upstream):
 @pytest.fixture(scope="module")
 def home(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("home")
-
-
-@dataclass
-class Outcome:
-    """What a client saw: a response (status, headers, body) or an error message."""
-
-    status: int | None = None
-    headers: dict[str, str] = field(default_factory=dict)
-    body: str = ""
-    error: str = ""
-
-    def __post_init__(self) -> None:
-        self.headers = {k.lower(): v for k, v in self.headers.items()}
-
-
-def clean_env(home: Path, **recipe: str) -> dict[str, str]:
-    """Only what a container would have, plus the recipe's variables: nothing leaks from this machine."""
-    return {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(home), "LANG": "C.UTF-8", **recipe}
-
-
-def proxy_url(proxy: Proxy, creds: str | None) -> str:
-    return f"http://{creds}@127.0.0.1:{proxy.port}" if creds else proxy.url
-
-
-def run_json(cmd: list[str], env: dict[str, str], cwd: Path | None = None) -> Outcome:
-    out = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=cwd, timeout=60)
-    lines = out.stdout.strip().splitlines()
-    assert out.returncode == 0 and lines, f"{cmd} failed ({out.returncode}): {out.stderr}"
-    doc = json.loads(lines[-1])
-    return Outcome(doc.get("status"), doc.get("headers") or {}, doc.get("body", ""),
-                   f"{doc.get('error', '')}: {doc.get('message', '')}" if "error" in doc else "")
-
-
-# --- one runner per recipe: (proxy, url, credentials "user:token" or None, home) -> Outcome ---
-
-
-def _parse_curl(stdout: bytes) -> tuple[int | None, dict[str, str], bytes]:
-    """With -i, curl prints every response head it got (a refused CONNECT's too): keep the last one."""
-    status, headers, rest = None, {}, stdout
-    while rest.startswith(b"HTTP/"):
-        head, _, rest = rest.partition(b"\r\n\r\n")
-        lines = head.decode(errors="replace").split("\r\n")
-        status = int(lines[0].split()[1])
-        headers = {k.strip().lower(): v.strip() for k, _, v in (ln.partition(":") for ln in lines[1:])}
-    return status, headers, rest
-
-
-def _curl(cmd: list[str], env: dict[str, str]) -> Outcome:
-    out = subprocess.run(cmd, capture_output=True, env=env, timeout=60)
-    status, headers, body = _parse_curl(out.stdout)
-    if out.returncode != 0:  # e.g. 56 "CONNECT tunnel failed, response 403": the head is still printed by -i
-        return Outcome(status, headers, body.decode(errors="replace"), out.stderr.decode(errors="replace"))
-    return Outcome(status, headers, body.decode(errors="replace"))
-
-
-def curl_flags(proxy, url, creds, home):
-    curl = shutil.which("curl") or pytest.skip("curl is not installed")
-    cmd = [curl, "-sS", "-i", "--max-time", "20", "-x", proxy.url, "--cacert", str(proxy.ca_cert)]
-    if creds:
-        cmd += ["--proxy-user", creds]
-    return _curl(cmd + [url], clean_env(home))
-
-
-def curl_env(proxy, url, creds, home):
-    curl = shutil.which("curl") or pytest.skip("curl is not installed")
-    env = clean_env(home, HTTPS_PROXY=proxy_url(proxy, creds), CURL_CA_BUNDLE=str(proxy.ca_cert))
-    return _curl([curl, "-sS", "-i", "--max-time", "20", url], env)
-
-
-def _python(lib: str, env_recipe: dict[str, str]):
-    def run(proxy, url, creds, home):
-        module = lib.split("-")[0]
-        if importlib.util.find_spec(module) is None:
-            pytest.skip(f"{module} is not installed in this Python (it belongs in the test extras)")
-        env = clean_env(home, **{k: v.format(proxy=proxy_url(proxy, creds), ca=proxy.ca_cert)
-                                 for k, v in env_recipe.items()})
-        return run_json([sys.executable, str(CLIENTS / "py_client.py"), lib, url], env)
-    return run
-
-
-python_requests = _python("requests", {"HTTPS_PROXY": "{proxy}", "REQUESTS_CA_BUNDLE": "{ca}"})
-python_requests_explicit = _python("requests-explicit", {"CLEARWALL_PROXY": "{proxy}", "CLEARWALL_CA": "{ca}"})
-python_httpx = _python("httpx", {"HTTPS_PROXY": "{proxy}", "SSL_CERT_FILE": "{ca}"})
-python_httpx_explicit = _python("httpx-explicit", {"CLEARWALL_PROXY": "{proxy}", "CLEARWALL_CA": "{ca}"})
-python_aiohttp = _python("aiohttp", {"HTTPS_PROXY": "{proxy}", "SSL_CERT_FILE": "{ca}"})
-python_aiohttp_explicit = _python("aiohttp-explicit", {"CLEARWALL_PROXY": "{proxy}", "CLEARWALL_CA": "{ca}"})
-
-
-def _node_major() -> int:
-    node = shutil.which("node")
-    if node is None:
-        pytest.skip("Node.js is not installed")
-    out = subprocess.run([node, "--version"], capture_output=True, text=True, timeout=30)
-    return int(out.stdout.strip().lstrip("v").split(".")[0])
-
-
-_UNDICI_SKIP: list[str] = []  # why undici could not be installed, so later tests skip without retrying
-
-
-def undici_dir(home: Path) -> Path:
-    """undici from the npm registry into the module's scratch directory, once."""
-    d = home / "undici"
-    if (d / "node_modules" / "undici").is_dir():
-        return d
-    if _UNDICI_SKIP:
-        pytest.skip(_UNDICI_SKIP[0])
-    npm = shutil.which("npm")
-    if npm is None:
-        _UNDICI_SKIP.append("npm is not installed, so undici cannot be installed")
-        pytest.skip(_UNDICI_SKIP[0])
-    d.mkdir(exist_ok=True)
-    shutil.copy(CLIENTS / "node_fetch.mjs", d / "node_fetch.mjs")  # resolves `undici` from d/node_modules
-    out = subprocess.run([npm, "install", "--no-audit", "--no-fund", "--no-save", "--loglevel=error",
-                          "--prefix", str(d), "undici@7"], capture_output=True, text=True, timeout=300)
-    if out.returncode != 0 or not (d / "node_modules" / "undici").is_dir():
-        _UNDICI_SKIP.append(f"npm could not install undici (registry unreachable?): {out.stderr.strip()[-300:]}")
-        pytest.skip(_UNDICI_SKIP[0])
-    return d
-
-
-def _node(mode: str):
-    def run(proxy, url, creds, home):
-        major = _node_major()
-        env = clean_env(home, HTTPS_PROXY=proxy_url(proxy, creds), NODE_EXTRA_CA_CERTS=str(proxy.ca_cert))
-        if mode == "env":
-            if major < 24:
-                pytest.skip(f"NODE_USE_ENV_PROXY needs Node.js >= 24; this machine has Node.js {major}")
-            env["NODE_USE_ENV_PROXY"] = "1"
-            d = CLIENTS
-        else:
-            d = undici_dir(home)
-        return run_json([shutil.which("node"), str(d / "node_fetch.mjs"), mode, url], env, cwd=d)
-    return run
-
-
-node_undici_agent = _node("undici-agent")
-node_undici_global = _node("undici-global")
-node_env_proxy = _node("env")
-
-
-def _go(explicit: bool):
-    def run(proxy, url, creds, home):
-        go = shutil.which("go") or pytest.skip("Go is not installed on this machine (the recipe is documented, not run)")
-        binary = home / "go_get"
-        if not binary.exists():  # built once per module; the build needs no network (standard library only)
-            # The user's build cache: compiling net/http from nothing takes tens of seconds.
-            cache = os.environ.get("GOCACHE") or str(Path.home() / ".cache" / "go-build")
-            build_env = clean_env(home, GOCACHE=cache, GOPATH=str(home / "go"), CGO_ENABLED="0")
-            out = subprocess.run([go, "build", "-o", str(binary), str(CLIENTS / "go_get.go")],
-                                 capture_output=True, text=True, env=build_env, timeout=300)
-            assert out.returncode == 0, out.stderr
-        if explicit:
-            env = clean_env(home, CLEARWALL_PROXY=proxy_url(proxy, creds), CLEARWALL_CA=str(proxy.ca_cert))
-        else:
-            env = clean_env(home, HTTPS_PROXY=proxy_url(proxy, creds), SSL_CERT_FILE=str(proxy.ca_cert))
-        return run_json([str(binary), url], env)
-    return run
-
-
-go_default_transport = _go(explicit=False)
-go_explicit_transport = _go(explicit=True)
 
 
 RUNTIMES = {
@@ -394,7 +186,7 @@ def git_without_proxy_auth_method(proxy, url, creds, home):
 
 
 def node_fetch_without_dispatcher(proxy, url, creds, home):
-    if _node_major() >= 24:
+    if node_major() >= 24:
         pytest.skip("Node.js >= 24 may honour HTTPS_PROXY by other means; this checks older Node.js")
     env = clean_env(home, HTTPS_PROXY=proxy_url(proxy, creds), NODE_EXTRA_CA_CERTS=str(proxy.ca_cert))
     return run_json([shutil.which("node"), str(CLIENTS / "node_fetch.mjs"), "env", url], env, cwd=CLIENTS)
@@ -403,13 +195,13 @@ def node_fetch_without_dispatcher(proxy, url, creds, home):
 MISSING_LINE = [
     # (what is left out, runner, host, credentials, text of the failure)
     ("requests without REQUESTS_CA_BUNDLE (SSL_CERT_FILE is not read)",
-     _python("requests", {"HTTPS_PROXY": "{proxy}", "SSL_CERT_FILE": "{ca}"}), "api.example.test", None,
+     python_runner("requests", {"HTTPS_PROXY": "{proxy}", "SSL_CERT_FILE": "{ca}"}), "api.example.test", None,
      "CERTIFICATE_VERIFY_FAILED"),
     ("httpx without SSL_CERT_FILE (REQUESTS_CA_BUNDLE is not read)",
-     _python("httpx", {"HTTPS_PROXY": "{proxy}", "REQUESTS_CA_BUNDLE": "{ca}"}), "api.example.test", None,
+     python_runner("httpx", {"HTTPS_PROXY": "{proxy}", "REQUESTS_CA_BUNDLE": "{ca}"}), "api.example.test", None,
      "CERTIFICATE_VERIFY_FAILED"),
     ("aiohttp without trust_env (HTTPS_PROXY is not read)",
-     _python("aiohttp-without-trust-env", {"HTTPS_PROXY": "{proxy}", "SSL_CERT_FILE": "{ca}"}), "api.example.test",
+     python_runner("aiohttp-without-trust-env", {"HTTPS_PROXY": "{proxy}", "SSL_CERT_FILE": "{ca}"}), "api.example.test",
      None, "api.example.test"),
     ("Node.js fetch without a dispatcher before Node.js 24 (HTTPS_PROXY is not read)",
      node_fetch_without_dispatcher, "api.example.test", None, "ENOTFOUND"),
