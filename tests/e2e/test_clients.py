@@ -269,14 +269,18 @@ def test_git(proxy, upstream, home, recipe, case, host, repo, creds, code, text)
     assert reached == ([f"/{repo}/info/refs?service=git-upload-pack"] if code == 0 else []), reached
 
 
-def test_git_trace_shows_the_refusal_headers(proxy, upstream, home):
+@pytest.mark.parametrize("host, repo, rule", [
+    ("git.example.test", "denied.git", "git-server"),
+    ("other.example.test", "allowed.git", "default"),
+], ids=["refused inside the tunnel", "refused at CONNECT"])
+def test_git_trace_shows_the_refusal_headers(proxy, upstream, home, host, repo, rule):
     """The guide's way to see which rule refused git: GIT_TRACE_CURL prints the refusal's headers."""
     git = shutil.which("git") or pytest.skip("git is not installed")
     args, env = git_config_recipe(proxy, None, home)
-    out = subprocess.run([git, *args, "ls-remote", f"https://git.example.test:{upstream.port}/denied.git"],
+    out = subprocess.run([git, *args, "ls-remote", f"https://{host}:{upstream.port}/{repo}"],
                          capture_output=True, text=True, env={**env, "GIT_TRACE_CURL": "1"}, timeout=60)
     assert out.returncode == 128
-    assert "x-clearwall-rule: git-server" in out.stderr.lower(), out.stderr
+    assert f"x-clearwall-rule: {rule}" in out.stderr.lower(), out.stderr
 
 
 # --- pip: `pip download` from a simple index ---
