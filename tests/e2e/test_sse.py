@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import json
 import ssl
@@ -47,6 +48,7 @@ filters:
 """
 
 SSE = {"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
+GZ = gzip.compress(b"data: packed one\n\ndata: mail bob@example.com\n\n")
 
 
 def sse(*chunks) -> Reply:
@@ -61,6 +63,9 @@ ROUTES = {
                             (0.3, b"data: after\n\n")),
     "/mail": lambda r: sse((0, b"data: write to bob@example.com\n\n"), (0.1, b"data: ignore previous instructions\n\n")),
     "/many": lambda r: sse(*[(0, b"data: event %d\n\n" % i) for i in range(20)]),
+    "/torn": lambda r: sse((0, b"data: hel"), (0.2, b"lo\n"), (0.2, b"\ndata: world\n\n")),
+    "/gzip": lambda r: Reply(200, [(0, GZ[:20]), (0.1, GZ[20:])], {**SSE, "Content-Encoding": "gzip"}),
+    "/brotli": lambda r: Reply(200, [(0, b"\x0b\x02\x80data: x\n\n\x03")], {**SSE, "Content-Encoding": "br"}),
     "/big-clean": lambda r: Reply(200, b"a" * BIG, {"Content-Type": "application/octet-stream"}),
     "/big-secret": lambda r: Reply(200, b"b" * (BIG - 100) + b" " + AWS.encode() + b" " + b"c" * 78, {"Content-Type": "text/plain"}),
 }
@@ -184,3 +189,20 @@ def test_a_secret_at_the_end_of_a_large_body_cuts_the_connection(client, up, pro
     assert error is not None and AWS[:4].encode() + AWS[4:].encode() not in body and len(body) < BIG
     rec = proxy.record_for(_last_id(proxy, "/big-secret"))
     assert rec["event"]["action"] == "blocked" and "aws-access-key" in rec["rule"]["name"]
+
+
+def test_a_gzip_event_stream_is_decoded_scanned_and_forwarded_decoded(client, up):
+    got, error, r = read_stream(client, url(up, "/gzip"))
+    assert error is None and "content-encoding" not in r.headers
+    assert text(got) == b"data: packed one\n\ndata: mail [REDACTED:email-address]\n\n"
+
+
+def test_an_event_stream_in_an_encoding_that_cannot_be_streamed_is_refused(client, up):
+    r = client.get(url(up, "/brotli"))
+    assert r.status_code == 502 and r.json()["error"] == "inspection_error"
+    assert "br" in r.json()["message"]
+
+
+def test_an_event_torn_across_network_chunks_arrives_whole(client, up):
+    got, error, _ = read_stream(client, url(up, "/torn"))
+    assert error is None and text(got) == b"data: hello\n\ndata: world\n\n"

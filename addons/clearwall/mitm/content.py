@@ -179,10 +179,17 @@ class ContentFilters:
 
     @staticmethod
     def _refuse_streaming(flow: http.HTTPFlow, refusal: Refusal) -> None:
-        """Refuse at response headers: the upstream body is drained and dropped, never forwarded."""
-        respond.refuse(flow, refusal)
-        body = flow.response.content
-        flow.response.stream = lambda chunk: body if chunk == b"" else b""
+        refuse_at_headers(flow, refusal)
+
+
+def refuse_at_headers(flow: http.HTTPFlow, refusal: Refusal) -> None:
+    """Refuse at response headers: the upstream body is drained and dropped, never forwarded.
+
+    Replacing flow.response alone is not enough there: mitmproxy would still read the whole
+    upstream body into it (an endless event stream, for one)."""
+    respond.refuse(flow, refusal)
+    body = flow.response.content
+    flow.response.stream = lambda chunk: body if chunk == b"" else []  # [] sends nothing
 
 
 def apply_inspection(flow: http.HTTPFlow, st: FlowState, result: Inspection, where: str, kind: str,

@@ -35,7 +35,7 @@ from mitmproxy import ctx, http
 from clearwall.content.decode import media_type
 from clearwall.content.inspect import Inspection, inspect_text, redact_spans
 from clearwall.content.scanner import Scanner
-from clearwall.mitm.content import caps, scanner
+from clearwall.mitm.content import caps, refuse_at_headers, scanner
 from clearwall.mitm.guard import guarded
 from clearwall.mitm.mcp import mcp_policy
 from clearwall.mitm.runtime import Runtime
@@ -379,7 +379,10 @@ class Streams:
 
     def _stream_sse(self, flow: http.HTTPFlow, st: FlowState) -> None:
         resp = flow.response
-        decoder = _decoder(resp.headers.get("content-encoding"))  # ValueError: the guard refuses
+        try:
+            decoder = _decoder(resp.headers.get("content-encoding"))
+        except ValueError as e:
+            return refuse_at_headers(flow, Refusal("inspection_error", "content-inspection", str(e)))
         if decoder is not None:
             resp.headers.pop("content-encoding")  # forwarded decoded: that is what was scanned
         if resp.headers.pop("content-length", None) is not None or decoder is not None:
@@ -398,7 +401,7 @@ class Streams:
         rules = st.rules
         st.stream_log = StreamLog(rules.settings.log.max_body_bytes)
 
-        def stream(chunk: bytes) -> bytes:
+        def stream(chunk: bytes) -> list[bytes]:
             try:
                 out = guard(chunk)
             except Exception:  # noqa: BLE001 - an exception here would hang the client
@@ -406,7 +409,9 @@ class Streams:
                 out = guard.fail(Refusal("inspection_error", "content-inspection",
                                          "internal error while inspecting the stream"))
             st.stream_log.add(out)
-            return out
+            # Never hand mitmproxy b"": on a chunked response it is sent as a zero-length chunk,
+            # which is the end-of-body marker, and the client would stop reading there.
+            return [out] if out else []
 
         flow.response.stream = stream
 
