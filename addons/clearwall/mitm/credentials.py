@@ -138,10 +138,11 @@ class Credentials:
         for name in cred.strip:
             req.headers.pop(name, None)
         if cred.placeholders:
-            fields = [(k, swap_placeholders(v, cred.placeholders)) for k, v in req.headers.items(multi=True)]
-            req.headers.clear()
-            for k, v in fields:
-                req.headers.add(k, v)
+            marks = [ph.encode() for ph, _ in cred.placeholders]
+            if any(m in v for _, v in req.headers.fields for m in marks):
+                # Rewriting `fields` whole keeps order and duplicates (and is far cheaper than
+                # clearing the multidict header by header).
+                req.headers.fields = tuple((k, _swap_bytes(v, cred.placeholders)) for k, v in req.headers.fields)
             path = swap_placeholders(req.path, cred.placeholders, url=True)
             if path != req.path:
                 req.path = path
@@ -186,15 +187,9 @@ class Credentials:
         needles = (await self._compiled(st.rules)).echo.get(st.decision.destination)
         if not needles:
             return
-        echoed = []
-        for name, value in list(resp.headers.items(multi=True)):
-            if any(n.decode() in value for n in needles):
-                echoed.append(name)
+        echoed = [k.decode("latin-1") for k, v in resp.headers.fields if any(n in v for n in needles)]
         if echoed:
-            fields = [(k, _scrub(v.encode(), needles).decode()) for k, v in resp.headers.items(multi=True)]
-            resp.headers.clear()
-            for k, v in fields:
-                resp.headers.add(k, v)
+            resp.headers.fields = tuple((k, _scrub(v, needles)) for k, v in resp.headers.fields)
         body = resp.raw_content
         if body and not resp.stream:
             if await self._scrub_body(resp, needles, st.rules):
@@ -239,6 +234,11 @@ def _scrubbed_body(body: bytes, encoding: str | None, needles: list[bytes], cap:
     if any(n in body for n in needles):
         return _scrub(body, needles), False
     return None
+
+
+def _swap_bytes(value: bytes, placeholders: tuple[tuple[str, str], ...]) -> bytes:
+    text = value.decode("utf-8", "surrogateescape")
+    return swap_placeholders(text, placeholders).encode("utf-8", "surrogateescape")
 
 
 def _scrub(data: bytes, needles: list[bytes]) -> bytes:
