@@ -14,6 +14,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSche
 
 from clearwall.content.validators import parse_validator
 from clearwall.policy import hosts, paths, units
+from clearwall.ratelimit.config import parse_backend_setting
 
 DEFAULT_REDACT_HEADERS = ["authorization", "proxy-authorization", "cookie", "set-cookie", "x-api-key"]
 TARGETS = (
@@ -121,9 +122,7 @@ class Settings(Strict):
     @field_validator("rate_limit_backend")
     @classmethod
     def _backend(cls, v: str) -> str:
-        if v != "memory" and not v.startswith(("redis://", "rediss://", "unix://")):
-            raise ValueError(f"rate_limit_backend must be memory or a redis:// URL, got {v!r}")
-        return v
+        return parse_backend_setting(v)  # the same check the proxy makes when it opens the store
 
 
 class ClientMatch(Strict):
