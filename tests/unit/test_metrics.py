@@ -211,3 +211,42 @@ def test_scraping_from_another_thread_while_flows_are_counted(runtime):
     assert not errors
     total = sum(val for (name, _), val in samples(runtime).items() if name == "clearwall_requests_total")
     assert total == 3000
+
+
+@pytest.mark.parametrize("stats, counters, gauges", [
+    ({"keys": 12, "evicted_idle": 3, "evicted_active": 0}, {"evicted_idle": 3, "evicted_active": 0}, {"keys": 12}),
+    ({"healthy": 0, "backend_errors": 5, "fallback_decisions": 9, "slow_calls": 1, "local_keys": 4},
+     {"backend_errors": 5, "fallback_decisions": 9, "slow_calls": 1}, {"healthy": 0, "local_keys": 4}),
+])
+def test_rate_limit_store_stats_are_exported_at_scrape_time(runtime, stats, counters, gauges):
+    class Backend:
+        name = "redis"
+
+        def stats(self):
+            return stats
+
+    class Limiter:
+        backend = Backend()
+
+    Metrics(runtime)
+    assert not any("ratelimit_store" in name for name, _ in samples(runtime))  # no limiter: no series
+    runtime.limiter = Limiter()
+    for stat, val in counters.items():
+        assert v(runtime, f"clearwall_ratelimit_store_{stat}_total", backend="redis") == val
+    for stat, val in gauges.items():
+        assert v(runtime, f"clearwall_ratelimit_store_{stat}", backend="redis") == val
+
+
+def test_a_failing_store_does_not_fail_the_scrape(runtime):
+    class Backend:
+        name = "redis"
+
+        def stats(self):
+            raise ConnectionError("down")
+
+    class Limiter:
+        backend = Backend()
+
+    Metrics(runtime)
+    runtime.limiter = Limiter()
+    assert v(runtime, "clearwall_rules_info", version=runtime.rules.version) == 1

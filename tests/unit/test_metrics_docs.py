@@ -39,6 +39,14 @@ def exported() -> set[str]:
     st.refusal = Refusal("rate_limited", "r", "m")
     st.matches = [{"rule": "f", "where": "request.body", "action": "alert"}]
     m.count(f, st, error=False)
+
+    class Redis:  # the shape of ratelimit.redis_backend's stats()
+        name = "redis"
+
+        def stats(self):
+            return {"healthy": 1, "backend_errors": 0, "fallback_decisions": 0, "slow_calls": 0, "local_keys": 0}
+
+    rt.limiter = type("Limiter", (), {"backend": Redis()})()
     text = m.text().decode()
     names = set()
     for fam in text_string_to_metric_families(text):

@@ -10,6 +10,7 @@ exported, so the addon does nothing at all.
 
 from __future__ import annotations
 
+import re
 import time
 from bisect import bisect_left
 
@@ -30,6 +31,9 @@ ANONYMOUS, NONE = "anonymous", "none"
 BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
 # Refusals decided before any upstream exchange: such a flow has no upstream duration.
 _RESPONSE_SIDE = {"response_blocked", "response_too_large"}
+# Rate-limit store stats (ratelimit backends' `stats()`): these only grow; the rest are levels.
+_COUNTER_STATS = ("errors", "decisions", "calls", "evicted_idle", "evicted_active")
+_STAT = re.compile(r"[a-z][a-z0-9_]{0,40}")
 
 
 def status_class(status: int | None) -> str:
@@ -154,6 +158,29 @@ class MetricSet:
         if rules is not None:
             info.add_metric([rules.version], 1)
         yield from (written, errors, depth, writable, info)
+        yield from _store_families(self.runtime.limiter)
+
+
+def _store_families(limiter) -> list:
+    """The rate-limit store's own counters (Redis health, fallbacks, keys held), when limits exist."""
+    backend = getattr(limiter, "backend", None)
+    if backend is None:
+        return []
+    try:
+        stats = dict(backend.stats())
+    except Exception:  # a scrape must not fail because the store is mid-reconnect
+        return []
+    out = []
+    for stat, value in sorted(stats.items()):
+        if not _STAT.fullmatch(stat):
+            continue
+        if stat.endswith(_COUNTER_STATS):
+            fam = CounterMetricFamily(f"{PREFIX}ratelimit_store_{stat}", f"Rate-limit store: {stat}", labels=["backend"])
+        else:
+            fam = GaugeMetricFamily(f"{PREFIX}ratelimit_store_{stat}", f"Rate-limit store: {stat}", labels=["backend"])
+        fam.add_metric([str(getattr(backend, "name", "unknown"))], value)
+        out.append(fam)
+    return out
 
 
 def _inc(d: dict, key) -> None:
