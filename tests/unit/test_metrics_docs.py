@@ -149,6 +149,8 @@ tests:
         values: '0+110x30'
       - series: 'clearwall_requests_total{{action="blocked", instance="p"}}'
         values: '0+1x60 60+300x15'
+      - series: 'clearwall_ratelimit_store_healthy{{backend="redis", instance="p"}}'
+        values: '1 1 1 1 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0'
     alert_rule_test:
       - eval_time: 12m
         alertname: ClearwallErrorRateHigh
@@ -169,6 +171,13 @@ tests:
         alertname: ClearwallLatencyP99High
         exp_alerts:
           - exp_labels: {{severity: warning}}
+      - eval_time: 5m
+        alertname: ClearwallRateLimitStoreDown
+        exp_alerts: []
+      - eval_time: 7m
+        alertname: ClearwallRateLimitStoreDown
+        exp_alerts:
+          - exp_labels: {{severity: warning, instance: p}}
       - eval_time: 50m
         alertname: ClearwallBlockSpike
         exp_alerts: []
