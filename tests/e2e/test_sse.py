@@ -41,6 +41,10 @@ filters:
     pattern: '[\\w.+-]+@[\\w-]+\\.[\\w.]+'
     where: [sse]
     action: redact
+  - name: internal-host
+    pattern: 'db\.internal\.test'
+    where: [response.body]
+    action: redact
   - name: injection-phrase
     pattern: '(?i)ignore (all )?previous instructions'
     where: [sse]
@@ -66,6 +70,8 @@ ROUTES = {
     "/torn": lambda r: sse((0, b"data: hel"), (0.2, b"lo\n"), (0.2, b"\ndata: world\n\n")),
     "/gzip": lambda r: Reply(200, [(0, GZ[:20]), (0.1, GZ[20:])], {**SSE, "Content-Encoding": "gzip"}),
     "/brotli": lambda r: Reply(200, [(0, b"\x0b\x02\x80data: x\n\n\x03")], {**SSE, "Content-Encoding": "br"}),
+    "/big-redact": lambda r: Reply(200, b"d" * 5_000_000 + b" db.internal.test " + b"e" * 5_000_000,
+                                   {"Content-Type": "text/plain"}),
     "/big-clean": lambda r: Reply(200, b"a" * BIG, {"Content-Type": "application/octet-stream"}),
     "/big-secret": lambda r: Reply(200, b"b" * (BIG - 100) + b" " + AWS.encode() + b" " + b"c" * 78, {"Content-Type": "text/plain"}),
 }
@@ -177,7 +183,7 @@ def test_the_response_cap_counts_the_whole_stream(client, up):
 
 def test_a_large_clean_body_is_streamed_whole_and_logged_with_its_hash(client, up, proxy):
     got, error, r = read_stream(client, url(up, "/big-clean"))
-    assert error is None and len(text(got)) == BIG and r.headers["content-length"] == str(BIG)
+    assert error is None and len(text(got)) == BIG
     logged = proxy.record_for(_last_id(proxy, "/big-clean"))["http"]["response"]["body"]
     assert logged["bytes"] == BIG and logged["truncated"] is True
     assert logged["sha256"] == hashlib.sha256(b"a" * BIG).hexdigest()
@@ -206,3 +212,12 @@ def test_an_event_stream_in_an_encoding_that_cannot_be_streamed_is_refused(clien
 def test_an_event_torn_across_network_chunks_arrives_whole(client, up):
     got, error, _ = read_stream(client, url(up, "/torn"))
     assert error is None and text(got) == b"data: hello\n\ndata: world\n\n"
+
+
+def test_a_large_body_is_redacted_while_streaming(client, up, proxy):
+    got, error, r = read_stream(client, url(up, "/big-redact"))
+    body = text(got)
+    assert error is None and "content-length" not in r.headers
+    assert body == b"d" * 5_000_000 + b" [REDACTED:internal-host] " + b"e" * 5_000_000
+    rec = proxy.record_for(_last_id(proxy, "/big-redact"))
+    assert rec["event"]["action"] == "redacted" and rec["http"]["response"]["body"]["bytes"] == len(body)
