@@ -7,6 +7,7 @@ the whole module; a runtime that is not installed is skipped, never failed.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import shutil
@@ -21,6 +22,7 @@ from tests.e2e.clients.runners import (
     CLIENTS, Outcome, clean_env, curl_env, curl_flags, go_default_transport, go_explicit_transport, node_env_proxy,
     node_major, node_undici_agent, node_undici_global, proxy_url, python_aiohttp, python_aiohttp_explicit,
     python_httpx, python_httpx_explicit, python_requests, python_requests_explicit, python_runner, run_json,
+    undici_dir,
 )
 from tests.e2e.clients.servers import COMMIT, WHEEL, WHEEL_NAME, git_refs, simple_index, wheel_file
 from tests.e2e.helpers import refusal
@@ -393,3 +395,44 @@ def test_curl_ignores_upper_case_http_proxy(proxy, plain_upstream, home):
                          capture_output=True, text=True, env=clean_env(home, HTTP_PROXY=proxy.url), timeout=60)
     assert out.returncode != 0, out  # went direct: "Could not resolve host", the proxy was not used
     assert len(plain_upstream.requests) == before
+
+
+# --- the guide's whole environment block, for a container whose runtimes are unknown ---
+
+
+def whole_environment(proxy: Proxy, home: Path, creds: str) -> dict[str, str]:
+    url, ca = proxy_url(proxy, creds), str(proxy.ca_cert)
+    return clean_env(home, HTTPS_PROXY=url, https_proxy=url, HTTP_PROXY=url, http_proxy=url,
+                     SSL_CERT_FILE=ca, REQUESTS_CA_BUNDLE=ca, CURL_CA_BUNDLE=ca, NODE_EXTRA_CA_CERTS=ca,
+                     PIP_CERT=ca, GIT_SSL_CAINFO=ca, GIT_HTTP_PROXY_AUTHMETHOD="basic", NODE_USE_ENV_PROXY="1",
+                     GIT_CONFIG_NOSYSTEM="1", GIT_CONFIG_GLOBAL=os.devnull, GIT_TERMINAL_PROMPT="0")
+
+
+def _tool(name: str) -> str:
+    return shutil.which(name) or pytest.skip(f"{name} is not installed")
+
+
+WHOLE_ENV_CLIENTS = {
+    # name: (command before the URL, marker of the upstream's answer in stdout)
+    "curl": (lambda home: [_tool("curl"), "-sS", "--max-time", "20"], f"{COMMIT} refs/heads/main"),
+    "requests": (lambda home: [sys.executable, str(CLIENTS / "py_client.py"), "requests"], '"status": 200'),
+    "httpx": (lambda home: [sys.executable, str(CLIENTS / "py_client.py"), "httpx"], '"status": 200'),
+    "aiohttp": (lambda home: [sys.executable, str(CLIENTS / "py_client.py"), "aiohttp"], '"status": 200'),
+    "Node.js with undici's EnvHttpProxyAgent": (
+        lambda home: [_tool("node"), str(undici_dir(home) / "node_fetch.mjs"), "undici-global"], '"status":200'),
+    "git": (lambda home: [_tool("git"), "ls-remote"], f"{COMMIT}\tHEAD"),
+}
+
+
+@pytest.mark.parametrize("client", list(WHOLE_ENV_CLIENTS))
+def test_the_whole_environment_block_works_for_each_runtime_with_credentials(proxy, upstream, home, client):
+    if client in ("aiohttp", "httpx") and importlib.util.find_spec(client) is None:
+        pytest.skip(f"{client} is not installed in this Python")
+    make_cmd, marker = WHOLE_ENV_CLIENTS[client]
+    cmd = make_cmd(home)
+    url = f"https://private.example.test:{upstream.port}/allowed.git" + ("" if client == "git" else "/info/refs")
+    before = len(upstream.requests)
+    out = subprocess.run([*cmd, url], capture_output=True, text=True, env=whole_environment(proxy, home, f"agent:{TOKEN}"),
+                         timeout=60)
+    assert out.returncode == 0 and marker in out.stdout, out
+    assert len(upstream.requests) == before + 1
