@@ -98,13 +98,22 @@ def propose(observations: Iterable[Observation]) -> list[dict]:
 
 def suggest_yaml(records: Iterable[dict], client: str | None = None, source: str = "") -> tuple[str, int]:
     """(rule-file text, number of records used)."""
-    seen = [o for o in (observation(r, client) for r in records) if o is not None]
-    destinations = propose(seen)
-    head = [f"# Proposed by `clearwall rules suggest` from {len(seen)} logged request(s){' in ' + source if source else ''}"
+    used = 0
+
+    def observed():  # streamed: a log of millions of records is never held in memory
+        nonlocal used
+        for r in records:
+            o = observation(r, client)
+            if o is not None:
+                used += 1
+                yield o
+
+    destinations = propose(observed())
+    head = [f"# Proposed by `clearwall rules suggest` from {used} logged request(s){' in ' + source if source else ''}"
             + (f" by client {client}" if client else "") + ".",
             "# Exact hosts, methods and paths seen: review, then widen paths with * or ** where intended."]
     if client:
         head.append(f"# Add `clients: [{client}]` to each destination once this joins the rules that define it.")
     body = yaml.safe_dump({"version": 1, "destinations": destinations}, sort_keys=False, default_flow_style=False,
                           width=1000)
-    return "\n".join(head) + "\n" + body, len(seen)
+    return "\n".join(head) + "\n" + body, used
