@@ -7,6 +7,7 @@ import textwrap
 
 import pytest
 
+from clearwall.audit.record import Exchange
 from clearwall.audit.writer import LogWriter
 from clearwall.cli import main
 from clearwall.policy.engine import Target, decide
@@ -211,8 +212,14 @@ def test_invalid_rules_are_reported_not_explained(tmp_path, capsys):
 # ----- suggest -------------------------------------------------------------------------------
 
 def record(i, url, method="GET", action="allowed", client="agent"):
-    return {"@timestamp": "2026-11-22T06:00:00.000Z", "event": {"id": f"e{i}", "action": action},
-            "url": {"full": url}, "http": {"request": {"method": method}}, "labels": {"client": client}}
+    """A log record as the proxy writes it: an Exchange the writer shapes, chains and writes."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    return Exchange(timestamp=1_795_000_000.0 + i, flow_id=f"e{i}", action=action, client_ip="10.0.0.5",
+                    client_port=40000, client_label=client, dest_domain=parts.hostname, dest_port=parts.port,
+                    url=url, http_version="HTTP/1.1", method=method, status=200 if action != "blocked" else 403,
+                    request_body=b"", response_body=b"{}")
 
 
 @pytest.fixture
