@@ -7,6 +7,7 @@ the whole module; a runtime that is not installed is skipped, never failed.
 
 from __future__ import annotations
 
+import base64
 import importlib.util
 import json
 import os
@@ -436,3 +437,17 @@ def test_the_whole_environment_block_works_for_each_runtime_with_credentials(pro
                          timeout=60)
     assert out.returncode == 0 and marker in out.stdout, out
     assert len(upstream.requests) == before + 1
+
+
+def test_the_proxy_token_never_reaches_the_body_log(proxy, upstream, home):
+    outcome = python_requests(proxy, f"https://private.example.test:{upstream.port}/token-log-check", f"agent:{TOKEN}", home)
+    expect_upstream_reply(outcome, "/token-log-check")
+    log = proxy.log_dir / "flows.jsonl"
+    for _ in range(100):  # the writer flushes off the event loop: wait for this exchange's record
+        if log.exists() and "/token-log-check" in log.read_text():
+            break
+        time.sleep(0.1)
+    text = log.read_text()
+    assert "/token-log-check" in text
+    assert TOKEN not in text
+    assert base64.b64encode(f"agent:{TOKEN}".encode()).decode() not in text  # nor the Proxy-Authorization value
