@@ -13,6 +13,7 @@ Kubernetes ConfigMap volumes, whose atomic symlink swap inotify watchers often m
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import signal
 import tempfile
@@ -160,7 +161,7 @@ class Reload:
                 self._state_dir = Path(tempfile.mkdtemp(prefix="clearwall-reload-"))
             try:
                 rules = await asyncio.to_thread(load_rules, path)
-                bundle = await asyncio.to_thread(upstream_trust_bundle, rules, self._state_dir) \
+                bundle = await asyncio.to_thread(self._trust_bundle, rules) \
                     if rules.settings.upstream.ca_bundle else None
             except ClearwallError as e:
                 return self._failed(why, e)
@@ -179,6 +180,16 @@ class Reload:
                 log.info("rules reloaded (%s): version %s -> %s from %s", why, old.version if old else None,
                          rules.version, ", ".join(rules.files))
             return True
+
+    def _trust_bundle(self, rules: RuleSet) -> str:
+        """The combined trust file, named by its content: a changed CA file with unchanged rules
+        gets a new name, so mitmproxy (which caches TLS contexts by path) picks it up."""
+        built = Path(upstream_trust_bundle(rules, self._state_dir))
+        data = built.read_bytes()
+        named = self._state_dir / f"upstream-trust-{hashlib.sha256(data).hexdigest()[:16]}.pem"
+        if not named.exists():
+            named.write_bytes(data)
+        return str(named)
 
     def _failed(self, why: str, e: ClearwallError) -> bool:
         detail = str(e)
