@@ -109,7 +109,7 @@ def test_every_format_character_counts_as_invisible():
     import sys
     import unicodedata
 
-    from clearwall.content.evasions import _INVISIBLE
+    from clearwall.content.textdecoders import INVISIBLE as _INVISIBLE
 
     missing = [hex(c) for c in range(sys.maxunicode + 1)
                if unicodedata.category(chr(c)) == "Cf" and not _INVISIBLE.match(chr(c))]
