@@ -164,7 +164,8 @@ def test_log_records_carry_method_tool_and_session(proxy, session_result):
     assert ("tools/call", "delete_repo", "blocked") in pairs
     listed = next(r for r in recs if r["mcp"].get("method") == "tools/list")
     assert "delete_repo" not in listed["http"]["response"]["body"]["content"]
-    assert isinstance(listed["mcp"]["id"], int)
+    assert isinstance(listed["mcp"]["id"], int) and listed["mcp"]["tools_removed"] == ["delete_repo"]
+    assert listed["mcp"]["session_id"]  # the Mcp-Session-Id the server gave the client
 
 
 def test_a_secret_in_a_tool_result_streamed_as_sse_becomes_an_mcp_error(proxy, server):

@@ -197,6 +197,10 @@ class BodyLog:
             redact=frozenset(settings.log.redact_headers) if settings else frozenset(),
             secrets=tuple(st.secrets),
         )
+        mcp_extra = {k: v for k, v in (("session_id", st.mcp.get("session")),
+                                       ("tools_removed", st.mcp.get("tools_removed"))) if v}
+        if mcp_extra:  # which MCP session, and which tools a tools/list result no longer shows
+            ex.extra["mcp"] = mcp_extra
         if st.would_block:
             ex.extra["clearwall"] = {"would_block": [
                 {"kind": r.kind, "rule": r.rule, "message": r.message} for r in st.would_block]}
