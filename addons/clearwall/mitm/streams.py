@@ -46,7 +46,7 @@ from clearwall.policy.decision import Refusal
 
 log = logging.getLogger("clearwall")
 STREAM_THRESHOLD = 8 * 1024 * 1024
-MAX_EVENT = 1024 * 1024
+MAX_EVENT = 4 * 1024 * 1024  # one event (an MCP tool result can be one large event)
 SIZE_RULE = "size-limit"
 
 
