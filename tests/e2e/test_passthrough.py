@@ -70,10 +70,10 @@ def pinned_context(pki, check_hostname: bool = True) -> ssl.SSLContext:
 
 def get(tls: ssl.SSLSocket, host: str, path: str = "/pinned") -> bytes:
     tls.sendall(f"GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode())
-    data = b""
+    data = bytearray()
     while chunk := tls.recv(65536):
         data += chunk
-    return data
+    return bytes(data)
 
 
 def test_passthrough_destination_is_relayed_without_decryption(proxy, upstream, pki):
