@@ -117,3 +117,5 @@ class WebSockets:
                 msg.content = result.redacted.encode("utf-8", "surrogateescape")
                 st.redacted, action = True, "redacted"
         st.ws_messages.append(Message(direction, msg.timestamp or time.time(), msg.content, action))
+        # mitmproxy keeps every message for the connection's life; the log keeps its own list.
+        del flow.websocket.messages[:-1]
