@@ -36,7 +36,7 @@ destinations:
   - name: github-api
     hosts: [api.example.test]
     ports: [@PORT@]
-    inject_headers: {Authorization: "Bearer ${CW_TEST_GH_TOKEN}", X-Api-Key: "${file:@SECRET_FILE@}"}
+    inject_headers: {Authorization: "Bearer ${CW_TEST_GH_TOKEN}", X-Service-Key: "${file:@SECRET_FILE@}"}
     strip_headers: [authorization, cookie]
     require: true
   - name: swap-api
@@ -84,7 +84,7 @@ def test_upstream_receives_the_injected_credentials_and_not_the_clients(proxy, u
     assert r.status_code == 200, r.text
     got = _last(upstream, before)
     assert got.headers["authorization"] == f"Bearer {GH_TOKEN}"
-    assert got.headers["x-api-key"] == FILE_KEY
+    assert got.headers["x-service-key"] == FILE_KEY  # a header no redact list names: scrubbed as a secret
     assert "cookie" not in got.headers
     assert not upstream.received("client-own-token")
     rec = proxy.record_for(r.headers.get("X-Clearwall-Id") or _flow_id(proxy, "/user"))
@@ -244,3 +244,45 @@ def test_no_injected_secret_in_log_dir_stderr_admin_or_explain(proxy, upstream):
             assert f.encode() not in data, f"{name} contains an injected secret"
     if b"invalid choice" not in explain.stderr:  # `rules explain` exists in this build
         assert b"github-api" in explain.stdout + explain.stderr  # it ran and named the rule
+
+
+def test_a_rotated_secret_file_is_injected_after_sighup(make_proxy, pki, upstream):
+    import signal
+    import time
+
+    from tests.support.proxy import Proxy  # noqa: F401  (make_proxy starts one)
+
+    p = make_proxy("version: 1\n")
+    p.stop()
+    secret = p.workdir / "rotating.txt"
+    secret.write_text("first-rotating-secret-111\n")
+    p.rules_path.write_text(f"""
+version: 1
+settings:
+  ssrf: {{allow: [127.0.0.1/32]}}
+  upstream: {{ca_bundle: {pki.ca_pem}, resolve: {{api.example.test: 127.0.0.1}}}}
+destinations:
+  - name: rotating
+    hosts: [api.example.test]
+    ports: [{upstream.port}]
+    inject_headers: {{X-Service-Key: "${{file:{secret}}}"}}
+""")
+    p.start()
+    s = session(p)
+    assert s.get(f"https://api.example.test:{upstream.port}/r1", timeout=15).status_code == 200
+    assert upstream.requests[-1].headers["x-service-key"] == "first-rotating-secret-111"
+    secret.write_text("second-rotating-secret-222\n")
+    p.proc.send_signal(signal.SIGHUP)
+    deadline, sent = time.monotonic() + 20, 1
+    while True:
+        # A new connection each time: a tunnel keeps the rules it was opened with.
+        session(p).get(f"https://api.example.test:{upstream.port}/r2", timeout=15)
+        sent += 1
+        if upstream.requests[-1].headers["x-service-key"] == "second-rotating-secret-222":
+            break
+        assert time.monotonic() < deadline, "the rotated secret was not injected after SIGHUP"
+        time.sleep(0.3)
+    records = p.wait_records(sent, timeout=10)
+    assert len(records) >= sent
+    text = (p.log_dir / "flows.jsonl").read_text()
+    assert "second-rotating-secret-222" not in text and "first-rotating-secret-111" not in text
