@@ -169,7 +169,7 @@ def test_label_values_are_rule_names_never_hosts_or_paths(proxy, upstream):
 
 def test_rules_info_and_rules_endpoint_name_the_version_in_force(proxy):
     doc = admin(proxy, "/rules").json()
-    assert doc["summary"]["destinations"] == ["api"] and doc["summary"]["deny"] == ["paste-sites"]
+    assert doc["summary"]["destinations"] == ["api", "limited"] and doc["summary"]["deny"] == ["paste-sites"]
     assert doc["last_reload_error"] is None
     assert value(scrape(proxy), "clearwall_rules_info", version=doc["version"]) == 1
 
