@@ -13,7 +13,7 @@ import time
 import pytest
 from cryptography import x509
 
-from tests.e2e.helpers import raw_connect
+from tests.e2e.helpers import basic, raw_connect
 from tests.support.proxy import Proxy
 
 RULES = """
@@ -22,10 +22,13 @@ settings:
   ssrf: {allow: [127.0.0.1/32]}
   upstream:
     ca_bundle: @CA@
-    resolve: {pinned.example.test: 127.0.0.1, api.example.test: 127.0.0.1, vip.example.test: 127.0.0.1}
+    resolve: {pinned.example.test: 127.0.0.1, api.example.test: 127.0.0.1, vip.example.test: 127.0.0.1,
+              meta.example.test: 169.254.169.254}
 clients:
   - name: vip
     match: {proxy_user: vip, token_env: CW_TEST_VIP_TOKEN}
+  - name: ordinary
+    match: {proxy_user: ordinary, token_env: CW_TEST_ORDINARY_TOKEN}
 destinations:
   - name: pinned-service
     hosts: [pinned.example.test]
@@ -39,13 +42,18 @@ destinations:
   - name: api
     hosts: [api.example.test]
     ports: [@PORT@]
+  - name: pinned-metadata
+    hosts: [meta.example.test]
+    ports: [@PORT@]
+    tls: passthrough
 """
 
 
 @pytest.fixture(scope="module")
 def proxy(tmp_path_factory, pki, upstream):
     rules = RULES.replace("@CA@", str(pki.ca_pem)).replace("@PORT@", str(upstream.port))
-    with Proxy(tmp_path_factory.mktemp("passthrough"), rules, env={"CW_TEST_VIP_TOKEN": "vip-pass"}) as p:
+    with Proxy(tmp_path_factory.mktemp("passthrough"), rules, env={"CW_TEST_VIP_TOKEN": "vip-pass",
+                                                                                "CW_TEST_ORDINARY_TOKEN": "ord-pass"}) as p:
         yield p
 
 
@@ -130,7 +138,8 @@ def test_handshake_without_matching_sni_is_closed_and_never_reaches_upstream(pro
 
 
 def test_client_not_listed_by_the_passthrough_destination_is_refused_at_connect(proxy, upstream):
-    status, _, body = raw_connect(proxy.port, f"vip.example.test:{upstream.port}")
+    status, _, body = raw_connect(proxy.port, f"vip.example.test:{upstream.port}",
+                                  {"Proxy-Authorization": basic("ordinary", "ord-pass")})
     assert status == 403
     assert b"destination_denied" in body
 
@@ -169,3 +178,17 @@ def test_intercepted_destination_still_decrypts(proxy, upstream, pki):
     with pytest.raises(ssl.SSLCertVerificationError):
         pinned_context(pki).wrap_socket(raw, server_hostname="api.example.test")
     raw.close()
+
+
+def test_passthrough_upstream_still_passes_the_ssrf_check(proxy, upstream, pki):
+    raw = tunnel(proxy, f"meta.example.test:{upstream.port}")
+    ctx = pinned_context(pki, check_hostname=False)
+    ctx.verify_mode = ssl.CERT_NONE
+    with pytest.raises((ssl.SSLError, ConnectionError, OSError)):
+        with ctx.wrap_socket(raw, server_hostname="meta.example.test") as tls:
+            get(tls, "meta.example.test")
+    raw.close()
+    rec = _wait_tunnel_record(proxy, "pinned-metadata", action="error")
+    assert "169.254.169.254" in rec["event"]["reason"] or "link-local" in rec["event"]["reason"] \
+        or "metadata" in rec["event"]["reason"], rec["event"]["reason"]
+    assert rec["destination"]["bytes"] == 0
