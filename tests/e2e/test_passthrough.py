@@ -52,8 +52,8 @@ destinations:
 @pytest.fixture(scope="module")
 def proxy(tmp_path_factory, pki, upstream):
     rules = RULES.replace("@CA@", str(pki.ca_pem)).replace("@PORT@", str(upstream.port))
-    with Proxy(tmp_path_factory.mktemp("passthrough"), rules, env={"CW_TEST_VIP_TOKEN": "vip-pass",
-                                                                                "CW_TEST_ORDINARY_TOKEN": "ord-pass"}) as p:
+    env = {"CW_TEST_VIP_TOKEN": "vip-pass", "CW_TEST_ORDINARY_TOKEN": "ord-pass"}
+    with Proxy(tmp_path_factory.mktemp("passthrough"), rules, env=env) as p:
         yield p
 
 
