@@ -29,6 +29,9 @@ destinations:
   - name: agent-only
     hosts: [private.example.test]
     clients: [agent]
+  - name: remote-mcp
+    hosts: [mcp.example.test]
+    mcp: {tools: ["search_*"]}
 deny:
   - name: paste-sites
     hosts: [paste.example.test]
@@ -102,13 +105,25 @@ cases:
   - name: a report-mode deny entry only would block
     request: {url: "https://a.ngrok.example/"}
     expect: {action: blocked, rule: default, would_block: [tunnels]}
+  - name: an allowed MCP tool
+    request:
+      method: POST
+      url: https://mcp.example.test/mcp
+      body: '{"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": "search_issues", "arguments": {}}}'
+    expect: {action: allowed, destination: remote-mcp}
+  - name: an MCP tool the destination does not list
+    request:
+      method: POST
+      url: https://mcp.example.test/mcp
+      body: '{"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": "delete_repo", "arguments": {}}}'
+    expect: {action: blocked, kind: request_denied, rule: remote-mcp}
 """
 
 
 def test_rules_test_passes_every_right_expectation(rules_file, tmp_path, capsys):
     assert main(["rules", "test", str(rules_file), str(cases_file(tmp_path, PASSING))]) == 0
     out = capsys.readouterr().out
-    assert "9 passed, 0 failed" in out and "FAIL" not in out
+    assert "11 passed, 0 failed" in out and "FAIL" not in out
 
 
 def test_rules_test_exits_1_with_a_readable_diff_on_a_wrong_expectation(rules_file, tmp_path, capsys):
@@ -177,7 +192,7 @@ def test_explain_lists_destination_deny_filter_and_limit_in_evaluation_order(rul
     assert "decision: redacted by destination api" in out
     steps = [line.split()[1:3] for line in out.split("evaluation, in order:\n")[1].splitlines()]
     assert steps == [["client", "agent"], ["deny", "paste-sites"], ["deny", "tunnels"], ["destination", "api"],
-                     ["destination", "agent-only"], ["destination", "api"], ["rate_limit", "per-client"],
+                     ["destination", "agent-only"], ["destination", "remote-mcp"], ["destination", "api"], ["rate_limit", "per-client"],
                      ["rate_limit", "api"], ["filter", "aws-key"], ["filter", "email"], ["filter", "injection"]], out
     assert "redact in request.body" in out
     assert f"[{rules_file}:" in out  # every rule line says where it is written

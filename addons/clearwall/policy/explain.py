@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 from clearwall.content.inspect import Inspection, inspect_body, inspect_text
 from clearwall.content.scanner import Scanner
 from clearwall.content.spec import FilterSpec
+from clearwall.policy import mcp as rpc
 from clearwall.policy.decision import STATUS, Refusal, Step
 from clearwall.policy.engine import Target, decide
 from clearwall.policy.hosts import normalize_host
@@ -126,8 +127,18 @@ def evaluate(rules: RuleSet, req: Request) -> Outcome:
         raise ValueError(f"client {req.client!r} is not defined in the rules (clients: {known})")
     steps: list[Step] = [Step(req.client, "client", "given", "") if req.client else
                          Step("(unidentified)", "client", "none", "only destinations without `clients:` apply")]
+    tools: tuple[str, ...] = ()
+    if req.body:
+        try:
+            parsed = rpc.parse_body(req.body)
+            tools = parsed.tools if parsed is not None else ()
+        except ValueError as e:
+            steps.append(Step("(mcp)", "mcp", "malformed", f"body claims JSON-RPC but cannot be read: {e}; "
+                              "an MCP destination refuses it"))
+        if tools:
+            steps.append(Step("(mcp)", "mcp", "tools/call", ", ".join(tools)))
     target = Target(host, port, scheme, req.client, req.method.upper(), path, req.header("content-type"),
-                    bool(req.body))
+                    bool(req.body), tools)
     d = decide(rules, target)
     steps += _ordered_trace(rules, host, port, scheme, d.trace)
     waived = [r.rule for r in d.would_block]
