@@ -130,7 +130,9 @@ def test_method_and_path_refusals_never_reach_upstream(proxy, upstream, curl, me
 def test_client_scoped_destination_needs_credentials_then_allows(proxy, upstream, curl):
     url = f"https://raw.example.test:{upstream.port}/file.txt"
     status, headers, body = raw_connect(proxy.port, f"raw.example.test:{upstream.port}")
-    assert status == 403 and refusal(body)["rule"] == "raw-files"  # unidentified client
+    # Unidentified, and the destination admits only proxy-authenticated clients: a challenge.
+    assert status == 407 and refusal(body)["error"] == "auth_required"
+    assert headers["proxy-authenticate"].startswith("Basic")
     status, headers, body = raw_connect(proxy.port, f"raw.example.test:{upstream.port}",
                                         {"Proxy-Authorization": basic("github-mcp", "wrong")})
     assert status == 407

@@ -154,8 +154,8 @@ CASES = [
      lambda o: expect_connect_refused(o, 403)),
     ("a proxy_user client with its token reaches its destination", "private.example.test", "/mine", f"agent:{TOKEN}",
      lambda o: expect_upstream_reply(o, "/mine")),
-    ("that destination without credentials is refused at CONNECT", "private.example.test", "/mine", None,
-     lambda o: expect_connect_refused(o, 403)),
+    ("that destination without credentials is challenged with 407", "private.example.test", "/mine", None,
+     lambda o: expect_connect_refused(o, 407)),
     ("a wrong token is answered 407", "private.example.test", "/mine", "agent:wrong-token",
      lambda o: expect_connect_refused(o, 407)),
 ]
@@ -208,8 +208,6 @@ MISSING_LINE = [
      None, "api.example.test"),
     ("Node.js fetch without a dispatcher before Node.js 24 (HTTPS_PROXY is not read)",
      node_fetch_without_dispatcher, "api.example.test", None, "ENOTFOUND"),
-    ("git with credentials but without http.proxyAuthMethod basic",
-     git_without_proxy_auth_method, "private.example.test", f"agent:{TOKEN}", "CONNECT tunnel failed, response 403"),
 ]
 
 
@@ -219,6 +217,14 @@ def test_leaving_out_a_line_of_the_recipe_fails(proxy, upstream, home, missing, 
     outcome = runner(proxy, f"https://{host}:{upstream.port}/v1/hello", creds, home)
     assert outcome.status is None and text in outcome.error, outcome
     assert len(upstream.requests) == before
+
+
+def test_git_without_proxy_auth_method_answers_the_407_challenge(proxy, upstream, home):
+    """libcurl's anyauth sends credentials only after a challenge; Clearwall challenges (407) an
+    unidentified client at a destination that admits only proxy-authenticated clients."""
+    outcome = git_without_proxy_auth_method(proxy, f"https://private.example.test:{upstream.port}/v1/hello",
+                                            f"agent:{TOKEN}", home)
+    assert outcome.status == 200, outcome
 
 
 # --- git: `git ls-remote` against the smart-HTTP endpoint ---

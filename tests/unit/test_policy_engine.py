@@ -6,7 +6,7 @@ import base64
 
 import pytest
 
-from clearwall.policy.clients import identify, parse_basic
+from clearwall.policy.clients import Identity, challenge, identify, parse_basic
 from clearwall.policy.decision import Refusal
 from clearwall.policy.engine import Target, decide
 from clearwall.policy.loader import load_rules
@@ -176,3 +176,14 @@ def test_require_client_auth_refuses_anonymous_clients(tmp_path):
 ])
 def test_basic_credentials_parsing(header, parsed):
     assert parse_basic(header) == parsed
+
+
+@pytest.mark.parametrize("target, sent, kind", [
+    (connect("api.github.com"), False, "auth_required"),  # only proxy_user clients listed: challenge
+    (connect("api.github.com"), True, "destination_denied"),  # credentials were sent and refused
+    (connect("api.weather.test", 8443), False, "destination_denied"),  # a source-matched client: no challenge
+    (connect("evil.com"), False, "destination_denied"),  # default deny is never a challenge
+])
+def test_unidentified_clients_are_challenged_only_where_credentials_would_help(rules, target, sent, kind):
+    d = decide(rules, target)
+    assert challenge(rules, d.refusal, Identity(None), sent).kind == kind

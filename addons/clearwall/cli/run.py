@@ -85,9 +85,9 @@ def run(args) -> int:
         f"clearwall: {'created a new CA' if created else 'using the CA'} in {ca_dir.resolve()} ({info.subject}, sha256 {info.fingerprint_sha256})\n"
         f"clearwall: rules {rules.version} from {', '.join(rules.files)} ({len(rules.destinations)} destinations, mode {rules.settings.mode})\n"
         f"clearwall: proxy listening on {listen[0]}:{listen[1]}; body log in {log_dir.resolve()}\n"
-        f"clearwall: clients set:\n"
-        f"  export HTTPS_PROXY={proxy} HTTP_PROXY={proxy}\n"
-        f"  export SSL_CERT_FILE={cert} REQUESTS_CA_BUNDLE={cert} NODE_EXTRA_CA_CERTS={cert}",
+        f"clearwall: clients set (docs/CLIENTS.md has each runtime's recipe):\n"
+        f"  export HTTPS_PROXY={proxy} https_proxy={proxy} HTTP_PROXY={proxy} http_proxy={proxy}\n"
+        f"  export SSL_CERT_FILE={cert} REQUESTS_CA_BUNDLE={cert} NODE_EXTRA_CA_CERTS={cert} CURL_CA_BUNDLE={cert}",
         file=sys.stderr, flush=True,
     )
     from clearwall.mitm.master import serve  # mitmproxy is imported only when the proxy runs

@@ -16,7 +16,7 @@ from clearwall.mitm import respond
 from clearwall.mitm.guard import guarded
 from clearwall.mitm.runtime import Runtime
 from clearwall.mitm.state import Tunnel, flow_state
-from clearwall.policy.clients import identify
+from clearwall.policy.clients import challenge, identify
 from clearwall.policy.decision import Decision, Refusal
 from clearwall.policy.engine import Target, decide
 from clearwall.policy.hosts import normalize_host
@@ -58,6 +58,9 @@ class Access:
             return respond.refuse(flow, st.identity.refusal)
         target = Target(flow.request.host, flow.request.port, "https", st.identity.client)
         decision = decide(rules, target)
+        refusal = challenge(rules, decision.refusal, st.identity, "proxy-authorization" in flow.request.headers)
+        if refusal is not decision.refusal:
+            decision = Decision(refusal, decision.destination, decision.would_block, decision.trace)
         _apply(flow, decision)
         if decision.allowed:
             self.runtime.tunnels[flow.client_conn.id] = Tunnel(
@@ -77,12 +80,17 @@ class Access:
             st.rules = self.runtime.require_rules()
             st.identity = identify(st.rules, flow.client_conn.peername[0], req.headers.get("proxy-authorization"))
             refusal = st.identity.refusal or self._host_mismatch(req, req.host)
-        req.headers.pop("proxy-authorization", None)  # never forwarded upstream
+        sent_credentials = req.headers.pop("proxy-authorization", None) is not None  # never forwarded
         if refusal is not None:
             return respond.refuse(flow, refusal)
         target = Target(req.host, req.port, req.scheme, st.identity.client, req.method, req.path,
                         req.headers.get("content-type"), _has_body(req))
-        _apply(flow, decide(st.rules, target))
+        decision = decide(st.rules, target)
+        if tunnel is None:  # plain-HTTP proxy requests carry their own credentials
+            refusal = challenge(st.rules, decision.refusal, st.identity, sent_credentials)
+            if refusal is not decision.refusal:
+                decision = Decision(refusal, decision.destination, decision.would_block, decision.trace)
+        _apply(flow, decision)
 
     @staticmethod
     def _host_mismatch(req: http.Request, host: str) -> Refusal | None:

@@ -74,3 +74,18 @@ def identify(rules: RuleSet, source_ip: str, proxy_authorization: str | None) ->
     if rules.settings.require_client_auth:
         return Identity(None, refusal=Refusal("auth_required", AUTH_RULE, "this proxy requires client authentication"))
     return Identity(None)
+
+
+def challenge(rules: RuleSet, refusal: Refusal | None, identity: Identity, sent_credentials: bool) -> Refusal | None:
+    """Turn "this destination does not list you" into a 407 challenge when the client sent no
+    credentials and every client the destination lists authenticates with proxy credentials:
+    clients that only send credentials after a challenge (git, libcurl) then work unconfigured."""
+    if refusal is None or refusal.kind != "destination_denied" or identity.client is not None or sent_credentials:
+        return refusal
+    dest = rules.destination(refusal.rule)
+    if dest is None or not dest.clients:
+        return refusal
+    by_name = {c.name: c for c in rules.clients}
+    if all(by_name.get(n) is not None and by_name[n].proxy_user is not None for n in dest.clients):
+        return Refusal("auth_required", AUTH_RULE, f"destination {dest.name} needs proxy credentials")
+    return refusal
