@@ -24,7 +24,7 @@ SPECS = [
     FilterSpec("trial", r"\bcanary-[0-9]{4}\b", where=REQ, mode="report"),
     FilterSpec("quoted", r'x"y', where=REQ, action="redact"),
 ]
-SCANNER = Scanner(SPECS, engine="regex")
+SCANNER = Scanner(SPECS, engine="regex", timeout=10)
 
 
 def inspect(text, target="request.body"):

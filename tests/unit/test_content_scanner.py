@@ -31,7 +31,7 @@ def engine(request):
 
 def test_matches_carry_filter_action_target_and_offsets(engine):
     text = f"id {KEY} mail bob@corp.io"
-    got = Scanner(ALL, engine=engine).scan(text, "request.body")
+    got = Scanner(ALL, engine=engine, timeout=10).scan(text, "request.body")
     assert got == [
         Match("aws", "block", "request.body", 3, 23),
         Match("email", "redact", "request.body", 29, 40),
@@ -50,20 +50,20 @@ def test_matches_carry_filter_action_target_and_offsets(engine):
     ids=["body-gets-body-filters", "url-gets-url-filters", "response-gets-none", "variant-uses-base-target"],
 )
 def test_only_filters_for_the_target_apply(engine, target, expected):
-    got = Scanner(ALL, engine=engine).scan(f"{KEY} a@b.io", target)
+    got = Scanner(ALL, engine=engine, timeout=10).scan(f"{KEY} a@b.io", target)
     assert [m.filter for m in got] == expected
     assert {m.target for m in got} <= {target}
 
 
 def test_secret_group_is_what_is_located_and_validated(engine):
-    scanner = Scanner([PASSWORD], engine=engine)
+    scanner = Scanner([PASSWORD], engine=engine, timeout=10)
     text = "password=Xk9!qLm2 password=aaaaaaaa"
     got = scanner.scan(text, "request.body")
     assert [(text[m.start : m.end]) for m in got] == ["Xk9!qLm2"]  # the repetitive one fails entropy
 
 
 def test_every_non_overlapping_match_of_a_filter_is_reported(engine):
-    got = Scanner([AWS], engine=engine).scan(" ".join([KEY] * 5), "request.body")
+    got = Scanner([AWS], engine=engine, timeout=10).scan(" ".join([KEY] * 5), "request.body")
     assert len(got) == 5 and len({m.start for m in got}) == 5
 
 
@@ -104,7 +104,7 @@ def test_asking_for_hyperscan_without_it_is_an_error():  # pragma: no cover
 
 
 def test_engine_description_names_the_engine(engine):
-    description = Scanner(ALL, engine=engine).engine_description
+    description = Scanner(ALL, engine=engine, timeout=10).engine_description
     assert description.startswith("hyperscan" if engine == "hyperscan" else "regex")
 
 
@@ -134,19 +134,19 @@ def test_a_quick_scan_fits_a_small_budget(engine):
 @pytest.mark.parametrize("max_hits", [1, 2, 4096])
 def test_too_many_prefilter_hits_fall_back_to_the_same_answer(engine, max_hits):
     text = " ".join(f"u{i}@corp{i}.io" for i in range(50))
-    ref = Scanner([EMAIL], engine="regex").scan(text, "request.body")
-    assert Scanner([EMAIL], engine=engine, max_hits=max_hits).scan(text, "request.body") == ref
+    ref = Scanner([EMAIL], engine="regex", timeout=10).scan(text, "request.body")
+    assert Scanner([EMAIL], engine=engine, max_hits=max_hits, timeout=10).scan(text, "request.body") == ref
     assert len(ref) == 50
 
 
 def test_non_ascii_text_is_scanned_with_character_offsets(engine):
     text = "日本語 ümlaut " + KEY + " é"
-    got = Scanner([AWS], engine=engine).scan(text, "request.body")
+    got = Scanner([AWS], engine=engine, timeout=10).scan(text, "request.body")
     assert [text[m.start : m.end] for m in got] == [KEY]
 
 
 def test_one_scanner_serves_many_threads(engine):
-    scanner = Scanner(ALL, engine=engine)
+    scanner = Scanner(ALL, engine=engine, timeout=10)
     texts = [f"{'x' * i} {KEY} u{i}@corp.io password=Zq{i}x!Lm9" for i in range(40)]
     expected = [scanner.scan(t, "request.body") for t in texts]
     errors: list[str] = []
@@ -163,3 +163,15 @@ def test_one_scanner_serves_many_threads(engine):
     for t in threads:
         t.join()
     assert errors == []
+
+
+@pytest.mark.parametrize("per_mib, fits", [(0.0, False), (30.0, True)])
+def test_time_budget_grows_with_the_text(per_mib, fits):
+    # ~1 MiB of e-mail addresses: linear work that a flat 1 ms limit cannot cover.
+    text = " ".join(f"user{i}@corp{i % 97}.io" for i in range(60000))
+    scanner = Scanner([EMAIL], engine="regex", timeout=0.001, timeout_per_mib=per_mib)
+    if fits:
+        assert len(scanner.scan(text, "request.body")) == 60000
+    else:
+        with pytest.raises(ScanTimeout):
+            scanner.scan(text, "request.body")

@@ -41,7 +41,7 @@ def ordered(matches):
 
 @pytest.fixture(scope="module", params=ENGINES)
 def scanner(request):
-    return Scanner(SPECS, engine=request.param, overlap=64)
+    return Scanner(SPECS, engine=request.param, overlap=64, timeout=10)
 
 
 def test_a_match_split_at_every_possible_point_is_found_once(scanner):
@@ -87,13 +87,13 @@ ALPHABET = "AKIBCDEFGHJLMNOPQRS2345 @.ioxé"
     sizes=st.lists(st.integers(min_value=1, max_value=300), min_size=1, max_size=5),
 )
 def test_random_texts_and_chunkings_match_the_whole_text_scan(parts, sizes):
-    scanner = Scanner(SPECS, engine="regex", overlap=64)
+    scanner = Scanner(SPECS, engine="regex", overlap=64, timeout=10)
     text = "".join(parts)
     assert streamed(scanner, text, sizes) == ordered(scanner.scan(text, "request.body"))
 
 
 def test_shipped_library_streams_like_it_scans():
-    scanner = Scanner(shipped_specs())
+    scanner = Scanner(shipped_specs(), timeout=10)
     from clearwall.content.library import shipped_entries
 
     text = "\n".join(x for e in shipped_entries() for x in e.match)

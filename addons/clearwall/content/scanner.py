@@ -187,14 +187,16 @@ class Scanner:
         engine: str = "auto",
         overlap: int = 4096,
         max_hits: int = 4096,
+        timeout_per_mib: float = 1.0,
     ) -> None:
         if engine not in ENGINES:
             raise ValueError(f"engine must be one of {', '.join(ENGINES)}, not {engine!r}")
         if engine == "hyperscan" and _hs is None:
             raise ContentError("engine 'hyperscan' was asked for but the hyperscan package is not installed")
-        if timeout <= 0 or overlap < 64 or max_hits < 1:
-            raise ValueError("timeout must be > 0, overlap >= 64 and max_hits >= 1")
+        if timeout <= 0 or overlap < 64 or max_hits < 1 or timeout_per_mib < 0:
+            raise ValueError("timeout must be > 0, overlap >= 64, max_hits >= 1 and timeout_per_mib >= 0")
         self.timeout, self.overlap, self.max_hits = timeout, overlap, max_hits
+        self.timeout_per_mib = timeout_per_mib
         want_hs = engine != "regex" and _hs is not None
         self.filters = [_Filter(i, s, want_hs) for i, s in enumerate(specs)]
         names = [f.spec.name for f in self.filters]
@@ -209,6 +211,12 @@ class Scanner:
                 log.warning("hyperscan prefilter unavailable, using regex only: %s", exc)
         self.engine = "hyperscan" if self._prefilter else "regex"
 
+    def budget(self, length: int) -> float:
+        """Seconds allowed for scanning `length` characters: the time limit, plus
+        `timeout_per_mib` for each MiB, so linear work on a large body (thousands of genuine
+        candidates to confirm) is not mistaken for a runaway pattern."""
+        return self.timeout + self.timeout_per_mib * length / (1 << 20)
+
     @property
     def engine_description(self) -> str:
         if self._prefilter is None:
@@ -221,7 +229,7 @@ class Scanner:
     def scan(self, text: str, target: str, *, deadline: float | None = None) -> list[Match]:
         """All matches of the filters that apply to `target` (`base|variant` uses `base`)."""
         if deadline is None:
-            deadline = time.monotonic() + self.timeout
+            deadline = time.monotonic() + self.budget(len(text))
         base = target.split("|", 1)[0]
         applicable = [f for f in self.filters if f.applies(base)]
         if not applicable:
@@ -261,7 +269,8 @@ class Scanner:
             return out
         margin = f.width + f.context
         last_end = 0
-        for lo, hi in _windows(ends, f.width, margin):
+        # Neighbouring windows closer than 256 characters are confirmed in one regex call.
+        for lo, hi in _windows(ends, f.width, max(margin, 256)):
             pos = max(lo, last_end)
             if pos > hi:
                 continue

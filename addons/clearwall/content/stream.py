@@ -67,7 +67,7 @@ class StreamScan:
         return self._base + self.window if self._base else 0
 
     def _scan(self, settled_end: int | None) -> list[Match]:
-        deadline = time.monotonic() + self._scanner.timeout
+        deadline = time.monotonic() + self._scanner.budget(len(self._buf))
         start = self._settled_start()
         out: list[Match] = []
         for m in self._scanner.scan(self._buf, self._target, deadline=deadline):

@@ -63,21 +63,18 @@ _TEST_PANS = frozenset(
 )
 
 
+_DOUBLED = str.maketrans("0123456789", "0246813579")  # each digit doubled, digits summed
+
+
 def luhn(value: str) -> bool:
     """Payment card numbers: 13-19 digits (spaces/dashes allowed), Luhn checksum, not one digit,
-    not a published test-mode number."""
-    digits = [int(c) for c in value if c.isdigit()]
-    if not 13 <= len(digits) <= 19 or len(set(digits)) == 1:
+    not a published test-mode number. Written with str methods: it runs once per candidate."""
+    digits = value.replace(" ", "").replace("-", "")
+    if not (13 <= len(digits) <= 19 and digits.isdigit() and digits.isascii()):
         return False
-    if "".join(map(str, digits)) in _TEST_PANS:
+    if digits.count(digits[0]) == len(digits) or digits in _TEST_PANS:
         return False
-    total = 0
-    for i, d in enumerate(reversed(digits)):
-        if i % 2:
-            d *= 2
-            if d > 9:
-                d -= 9
-        total += d
+    total = sum(map(int, digits[-1::-2])) + sum(map(int, digits[-2::-2].translate(_DOUBLED)))
     return total % 10 == 0
 
 
@@ -91,7 +88,7 @@ _CARD_ISSUERS = re.compile(
 
 def card(value: str) -> bool:
     """A payment card number: a known issuer prefix and length, and a valid Luhn checksum."""
-    digits = "".join(c for c in value if c.isdigit())
+    digits = value.replace(" ", "").replace("-", "")
     return bool(_CARD_ISSUERS.fullmatch(digits)) and luhn(digits)
 
 
