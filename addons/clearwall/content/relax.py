@@ -223,6 +223,39 @@ def _leading_literal(items) -> int:
     return n
 
 
+def _close_tail(items: list) -> list:
+    """End the pattern with the minimum of its trailing variable repeat: `@[a-z.]{1,253}` -> `@[a-z.]`.
+
+    A match of the original ending at q starts with a match of this prefix ending at some
+    e <= q, and the original's start s lies in [e - width, e]: the window the scanner
+    confirms. Hyperscan reports every end offset, so a long open tail (a URL host, an e-mail
+    domain) would otherwise call back once per character.
+    """
+    items = list(items)
+    while items:
+        op, av = items[-1]
+        if op in (C.AT, C.ASSERT, C.ASSERT_NOT):
+            items.pop()  # zero-width, dropped by the relaxation anyway
+        elif op in _REPEATS and av[1] > av[0]:
+            if av[0] == 0:
+                items.pop()
+            else:
+                items[-1] = (op, (av[0], av[0], av[2]))
+                break
+        else:
+            break
+    return items or [(C.ANY, None)]
+
+
+def _leading_literal(items) -> int:
+    n = 0
+    for op, _av in items:
+        if op is not C.LITERAL:
+            break
+        n += 1
+    return n
+
+
 def _cut_after_literal(items: list) -> list:
     """Keep the top-level sequence up to its longest literal run and one item more.
 
@@ -283,7 +316,7 @@ def required_literal(pattern: str) -> int:
 def hyperscan_pattern(pattern: str) -> bytes:
     """The relaxed, pure-ASCII Hyperscan expression for `pattern` (raises Unrelaxable)."""
     parsed = _parse(pattern)
-    text = _emit(_cut_after_literal(_trim_leading_runs(list(parsed.data))), parsed.state.flags)
+    text = _emit(_close_tail(_trim_leading_runs(list(parsed.data))), parsed.state.flags)
     if not text:
         raise Unrelaxable("matches the empty string")
     return text.encode("ascii")
