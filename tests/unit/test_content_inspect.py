@@ -182,3 +182,32 @@ def test_multipart_plain_field_is_redacted_not_blocked():
     result = body(data, content_type="multipart/form-data; boundary=B")
     assert result.blocked_by is None
     assert EMAIL.encode() not in result.redacted and b"[REDACTED:email]" in result.redacted
+
+
+def test_one_scanner_and_evasions_serve_many_threads():
+    import threading
+
+    from clearwall.content.library import shipped_specs
+
+    scanner = Scanner(shipped_specs(), timeout=10)
+    texts = [
+        f"note {i}: " + (base64.b64encode(KEY.encode()).decode() if i % 3 == 0 else f"mail u{i}@corp.io" if i % 3 == 1 else "plain")
+        for i in range(30)
+    ]
+    expected = [inspect_text(scanner, "request.body", t) for t in texts]
+    errors = []
+
+    def worker():
+        for _ in range(5):
+            for t, want in zip(texts, expected):
+                got = inspect_text(scanner, "request.body", t)
+                if (got.blocked_by, got.redacted, got.error) != (want.blocked_by, want.redacted, want.error):
+                    errors.append(t)
+
+    threads = [threading.Thread(target=worker) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert {r.blocked_by for r in expected} >= {"aws-access-key-id", None}
