@@ -134,7 +134,7 @@ def test_a_blocked_event_is_never_delivered_and_the_stream_ends_with_the_reason(
     assert final.startswith(b"event: clearwall-error\ndata: ")
     doc = json.loads(final.split(b"data: ", 1)[1])
     assert doc["error"] == "response_blocked" and doc["rule"] == "aws-access-key" and doc["id"]
-    rec = proxy.record_for(doc["id"], timeout=10)
+    rec = proxy.record_for(doc["id"], timeout=30)
     assert rec["event"]["action"] == "blocked" and rec["event"]["reason"] == "response_blocked"
     assert AWS not in json.dumps(rec)
 
@@ -150,13 +150,13 @@ def test_redact_rewrites_the_event_and_alerts_are_logged(client, up, proxy):
     got, error, r = read_stream(client, url(up, "/mail"))
     assert error is None
     assert text(got) == b"data: write to [REDACTED:email-address]\n\ndata: ignore previous instructions\n\n"
-    rec = proxy.record_for(r.headers.get("x-clearwall-id") or _last_id(proxy, "/mail"), timeout=10)
+    rec = proxy.record_for(r.headers.get("x-clearwall-id") or _last_id(proxy, "/mail"), timeout=30)
     assert rec["event"]["action"] == "redacted"
     assert {m["rule"] for m in rec["clearwall"]["matches"]} == {"email-address", "injection-phrase"}
 
 
 def _last_id(proxy, path):
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + 30  # generous: the machine is shared
     while time.monotonic() < deadline:
         for rec in reversed(proxy.records()):
             if rec.get("url", {}).get("full", "").endswith(path):
@@ -168,7 +168,7 @@ def _last_id(proxy, path):
 def test_the_log_keeps_the_event_text_and_hashes_the_whole_stream(client, up, proxy):
     got, _, _ = read_stream(client, url(up, "/many"))
     body = text(got)
-    rec = proxy.record_for(_last_id(proxy, "/many"))
+    rec = proxy.record_for(_last_id(proxy, "/many"), timeout=30)
     logged = rec["http"]["response"]["body"]
     assert logged["content"] == body.decode() and logged["bytes"] == len(body)
     assert logged["sha256"] == hashlib.sha256(body).hexdigest() and logged["truncated"] is False
@@ -184,7 +184,7 @@ def test_the_response_cap_counts_the_whole_stream(client, up):
 def test_a_large_clean_body_is_streamed_whole_and_logged_with_its_hash(client, up, proxy):
     got, error, r = read_stream(client, url(up, "/big-clean"))
     assert error is None and len(text(got)) == BIG
-    logged = proxy.record_for(_last_id(proxy, "/big-clean"))["http"]["response"]["body"]
+    logged = proxy.record_for(_last_id(proxy, "/big-clean"), timeout=30)["http"]["response"]["body"]
     assert logged["bytes"] == BIG and logged["truncated"] is True
     assert logged["sha256"] == hashlib.sha256(b"a" * BIG).hexdigest()
 
@@ -193,7 +193,7 @@ def test_a_secret_at_the_end_of_a_large_body_cuts_the_connection(client, up, pro
     got, error, _ = read_stream(client, url(up, "/big-secret"))
     body = text(got)
     assert error is not None and AWS[:4].encode() + AWS[4:].encode() not in body and len(body) < BIG
-    rec = proxy.record_for(_last_id(proxy, "/big-secret"))
+    rec = proxy.record_for(_last_id(proxy, "/big-secret"), timeout=30)
     assert rec["event"]["action"] == "blocked" and "aws-access-key" in rec["rule"]["name"]
 
 
@@ -219,5 +219,5 @@ def test_a_large_body_is_redacted_while_streaming(client, up, proxy):
     body = text(got)
     assert error is None and "content-length" not in r.headers
     assert body == b"d" * 5_000_000 + b" [REDACTED:internal-host] " + b"e" * 5_000_000
-    rec = proxy.record_for(_last_id(proxy, "/big-redact"))
+    rec = proxy.record_for(_last_id(proxy, "/big-redact"), timeout=30)
     assert rec["event"]["action"] == "redacted" and rec["http"]["response"]["body"]["bytes"] == len(body)

@@ -100,7 +100,7 @@ def ws(proxy, up):
                    close_timeout=10)
 
 
-def ws_record(proxy, n_before: int, timeout: float = 10) -> dict:
+def ws_record(proxy, n_before: int, timeout: float = 30) -> dict:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         recs = [r for r in proxy.records()[n_before:] if "websocket" in r]
