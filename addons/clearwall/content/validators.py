@@ -21,7 +21,7 @@ Validator = Callable[[str], bool]
 _PLACEHOLDER_WORDS = (
     "example", "sample", "placeholder", "dummy", "your", "xxxx", "changeme", "change_me",
     "redacted", "replace", "insert", "fake", "foobar", "secret_here", "token_here", "key_here",
-    "<", ">", "${", "{{", "%s", "***", "...",
+    "<", ">", "${", "{{", "%s", "***", "...", "open sesame", "aladdin",
 )
 
 
@@ -36,6 +36,9 @@ def is_placeholder(value: str) -> bool:
     """True for documented dummy values: EXAMPLE keys, `xxxx`, `<token>`, `your-api-key`, runs."""
     low = value.lower()
     if low in _PLACEHOLDER_VALUES or any(word in low for word in _PLACEHOLDER_WORDS):
+        return True
+    # password1, secret123!, my-client-secret, my_api_key: a placeholder word dressed up.
+    if low.rstrip("0123456789!.") in _PLACEHOLDER_VALUES or low.startswith(("my-", "my_")):
         return True
     # Template and variable references: {password}, $DB_PASS, %(password)s.
     if "{" in value or "}" in value or value.startswith("$") or "%(" in value:
@@ -145,8 +148,10 @@ def generic_secret(value: str) -> bool:
     """
     if is_placeholder(value) or _ENV_NAME.fullmatch(value) or "://" in value:
         return False  # URLs are judged by the URL patterns (credentials in the authority part)
-    if _IDENTIFIER.fullmatch(value) and not any(c.isdigit() for c in value):
-        return False
+    if value.startswith(("/", "~/", "./", "../")):
+        return False  # a path: PWD=/home/app in an environment dump
+    if _IDENTIFIER.fullmatch(value) and ("." in value or not any(c.isdigit() for c in value)):
+        return False  # code: base64.b64encode, ed25519.Ed25519PrivateKey, self.password
     kinds = sum(
         (any(c.islower() for c in value), any(c.isupper() for c in value),
          any(c.isdigit() for c in value), any(not c.isalnum() for c in value))
