@@ -100,3 +100,17 @@ def test_an_exception_in_the_stream_fails_closed(runtime, monkeypatch):
 def test_limits_must_be_positive(runtime, threshold):
     with pytest.raises(ValueError):
         Streams(runtime, stream_threshold=threshold)
+
+
+def test_report_mode_findings_are_recorded_once_per_filter_on_a_long_stream(tmp_path):
+    p = tmp_path / "r.yaml"
+    p.write_text(RULES.replace("version: 1\n", "version: 1\nsettings: {mode: report}\n"))
+    rt = Runtime(rules=load_rules(p, environ={}))
+    f = decide(rt, {"content-type": SSE})
+    for _ in range(50):
+        out = f.response.stream(b"data: key AKIAPYCDYBK377OXTZQ6\n\n")
+        assert out == [b"data: key AKIAPYCDYBK377OXTZQ6\n\n"]  # report mode refuses nothing
+    st = flow_state(f)
+    assert [(r.kind, r.rule) for r in st.would_block] == [("response_blocked", "aws-access-key")]
+    assert st.refusal is None
+    assert [(m["where"], m["mode"]) for m in st.matches] == [("sse", "report"), ("response.body", "report")]

@@ -321,9 +321,12 @@ def _record(st: FlowState, result: Inspection, where: str) -> None:
     for m in result.matches:
         if (m.filter, m.target) not in seen:
             seen.add((m.filter, m.target))
-            st.matches.append({"rule": m.filter, "where": m.target, "action": m.action})
+            st.matches.append({"rule": m.filter, "where": m.target, "action": m.action,
+                               **({"mode": "report"} if m.mode == "report" else {})})
     for name in result.would_block:
-        st.would_block.append(Refusal("response_blocked", name, f"filter {name} matched {where}"))
+        if not any(r.rule == name and r.kind == "response_blocked" for r in st.would_block):
+            # once per filter: a long stream must not grow this list
+            st.would_block.append(Refusal("response_blocked", name, f"filter {name} matched {where}"))
 
 
 def _final_event(flow: http.HTTPFlow, st: FlowState, refusal: Refusal) -> bytes:
