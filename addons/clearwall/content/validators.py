@@ -137,6 +137,10 @@ def not_placeholder(value: str) -> bool:
 
 _IDENTIFIER = re.compile(r"[A-Za-z_$][A-Za-z0-9_$]*(?:(?:\.|->|::)[A-Za-z_$][A-Za-z0-9_$]*)*")
 _ENV_NAME = re.compile(r"[A-Z][A-Z0-9_]*")
+_TYPE_NAME = re.compile(
+    r"[A-Z][A-Za-z0-9_]*(?:Key|Keys|Type|Types|Error|Exception|Class|Interface|Config|Settings|Provider"
+    r"|Handler|Manager|Factory|Info|Data|Model|Schema|Response|Request|Dict|List|Str|String|Bytes|Token)"
+)
 
 
 def generic_secret(value: str) -> bool:
@@ -152,6 +156,8 @@ def generic_secret(value: str) -> bool:
         return False  # a path: PWD=/home/app in an environment dump
     if _IDENTIFIER.fullmatch(value) and ("." in value or not any(c.isdigit() for c in value)):
         return False  # code: base64.b64encode, ed25519.Ed25519PrivateKey, self.password
+    if _TYPE_NAME.fullmatch(value):
+        return False  # a type annotation: `private_key: Ed25519PrivateKey`
     kinds = sum(
         (any(c.islower() for c in value), any(c.isupper() for c in value),
          any(c.isdigit() for c in value), any(not c.isalnum() for c in value))
