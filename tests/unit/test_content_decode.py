@@ -92,7 +92,8 @@ def test_identity_body_over_the_cap_is_too_large():
 
 @pytest.mark.parametrize("encoding", ["gzip", "deflate", "br", "zstd"])
 def test_decompression_bomb_is_refused_without_inflating_it(encoding):
-    bomb = ENCODERS[encoding](b"\0" * (64 << 20))
+    fast = {"br": lambda d: brotli.compress(d, quality=1), "gzip": lambda d: gzip.compress(d, 1)}
+    bomb = fast.get(encoding, ENCODERS[encoding])(b"\0" * (64 << 20))
     with pytest.raises(TooLarge):
         decode_content(bomb, encoding, max_size=1 << 30, max_ratio=100)
 
