@@ -1,12 +1,16 @@
-"""HTTP/2 clients (httpx http2=True) through the real proxy: same rules, same refusals.
+"""HTTP/2 clients through the real proxy: same rules, same refusals.
 
-mitmproxy 11.x runs with http2 off (its pinned h2 has an HTTP/2 -> HTTP/1 smuggling flaw): the
-client offers h2 in ALPN, gets HTTP/1.1, and everything still works. On 12.x HTTP/2 is negotiated.
+mitmproxy 11.x runs with http2 off (its pinned h2 has an HTTP/2 -> HTTP/1 smuggling flaw): a
+client offering h2 in ALPN gets HTTP/1.1 and everything still works. On 12.x HTTP/2 is on, and
+mitmproxy picks the first protocol the client lists: curl --http2 lists h2 first and gets
+HTTP/2; httpx (http2=True) lists http/1.1 first inside a proxy tunnel and keeps HTTP/1.1.
 """
 
 from __future__ import annotations
 
+import json
 import ssl
+import subprocess
 
 import httpx
 import mitmproxy.version
@@ -16,7 +20,7 @@ from tests.support.proxy import Proxy
 from tests.support.upstream import Reply, Upstream
 
 AWS = "AKIAPYCDYBK377OXTZQ6"
-EXPECTED = "HTTP/2" if int(mitmproxy.version.VERSION.split(".")[0]) >= 12 else "HTTP/1.1"
+H2 = int(mitmproxy.version.VERSION.split(".")[0]) >= 12  # http2 is on from mitmproxy 12
 
 RULES = """
 version: 1
@@ -70,7 +74,7 @@ def client(proxy):
 ])
 def test_http2_clients_get_the_same_decisions(client, up, name, method, path, body, status, kind):
     r = client.request(method, f"https://api.example.test:{up.port}{path}", content=body)
-    assert r.http_version == EXPECTED
+    assert r.http_version == "HTTP/1.1"  # httpx offers http/1.1 first in a tunnel
     assert r.status_code == status, r.text
     if kind:
         assert r.json()["error"] == kind and r.headers["x-clearwall-id"]
@@ -80,5 +84,31 @@ def test_http2_clients_get_the_same_decisions(client, up, name, method, path, bo
 
 def test_http2_clients_receive_event_streams(client, up):
     with client.stream("GET", f"https://api.example.test:{up.port}/v1/events") as r:
-        assert r.http_version == EXPECTED
         assert b"".join(r.iter_raw()) == b"data: one\n\ndata: two\n\n"
+
+
+def curl_h2(curl, proxy, url, *args):
+    out = subprocess.run([curl, "-sS", "--http2", "--max-time", "30", "-x", proxy.url, "--cacert", str(proxy.ca_cert),
+                          "-w", "\n%{http_version} %{http_code}", *args, url], capture_output=True, timeout=60)
+    body, _, tail = out.stdout.rpartition(b"\n")
+    version, code = tail.decode().split()
+    return version, int(code), body
+
+
+@pytest.mark.parametrize("name, path, args, status, kind", [
+    ("an allowed GET", "/v1/items", (), 200, None),
+    ("a path no rule allows", "/admin", (), 403, "request_denied"),
+    ("a secret in the body", "/v1/items", ("--data-binary", '{"k": "' + AWS + '"}'), 403, "content_blocked"),
+])
+def test_curl_http2_gets_http2_where_mitmproxy_allows_it_and_the_same_decisions(curl, proxy, up, name, path, args,
+                                                                                 status, kind):
+    version, code, body = curl_h2(curl, proxy, f"https://api.example.test:{up.port}{path}", *args)
+    assert version == ("2" if H2 else "1.1")
+    assert code == status, body
+    if kind:
+        assert json.loads(body)["error"] == kind
+
+
+def test_curl_http2_receives_event_streams(curl, proxy, up):
+    version, code, body = curl_h2(curl, proxy, f"https://api.example.test:{up.port}/v1/events")
+    assert (version, code, body) == ("2" if H2 else "1.1", 200, b"data: one\n\ndata: two\n\n")
