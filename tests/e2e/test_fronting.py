@@ -173,8 +173,6 @@ def test_the_proxy_never_proxies_to_its_own_listen_port(proxy, host):
     assert refusal(_body(reply))["rule"] == "ssrf"
 
 
-@pytest.mark.xfail(strict=True, reason="mitm/upstream.py check_addresses compares the listen port only, "
-                                       "not runtime.admin: the admin endpoint is reachable through the proxy")
 def test_the_proxy_never_proxies_to_its_own_admin_endpoint(proxy):
     with socket.create_connection(("127.0.0.1", proxy.port), timeout=15) as s:
         s.sendall(f"GET http://127.0.0.1:{proxy.admin_port}/rules HTTP/1.1\r\nHost: 127.0.0.1:{proxy.admin_port}\r\n"

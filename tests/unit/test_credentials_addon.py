@@ -49,7 +49,11 @@ def _flow(rules, destination, scheme="https", **headers):
 def test_client_header_is_replaced_cookie_stripped_placeholder_swapped(tmp_path):
     rules = _rules(tmp_path)
     f = _flow(rules, "gh", Authorization="Bearer mine", Cookie="a=b", X_Other="clearwall:gh2")
-    asyncio.run(Credentials(Runtime(rules=rules)).requestheaders(f))
+    addon = Credentials(Runtime(rules=rules))
+    asyncio.run(addon.requestheaders(f))
+    # Nothing is injected before the content filters have scanned the request (`request` hook).
+    assert f.request.headers.get_all("authorization") == ["Bearer mine"]
+    asyncio.run(addon.request(f))
     assert f.response is None
     assert f.request.headers.get_all("authorization") == ["Bearer gh-token-abcdef"]
     assert "cookie" not in f.request.headers

@@ -131,9 +131,9 @@ def test_rules_without_rate_limits_have_no_specs(index_for):
     assert index.matching("x", "a") == ()
 
 
-def test_the_index_remembers_the_rule_set_version(index_for, tmp_path):
+def test_the_index_remembers_the_rule_set_fingerprint(index_for, tmp_path):
     index = index_for()
-    assert index.version == load_rules(tmp_path / "rules-enforce.yaml", environ={}).version
+    assert index.version == load_rules(tmp_path / "rules-enforce.yaml", environ={}).fingerprint
 
 
 @pytest.mark.parametrize("max_cached,cached", [(0, 0), (1, 1), (2, 2)],

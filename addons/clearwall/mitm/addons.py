@@ -36,11 +36,11 @@ def make_addons(runtime: Runtime | None = None) -> list[object]:
         Access(runtime),
         Passthrough(runtime),
         Upstream(runtime),
-        Credentials(runtime),
-        UpstreamTls(runtime),
-        RateLimits(runtime),
+        RateLimits(runtime),  # before any body work: a refused request costs little
         Mcp(runtime),  # parses JSON-RPC and decides tools before the content filters scan
         ContentFilters(runtime),
+        Credentials(runtime),  # injects after the filters scanned what the client sent
+        UpstreamTls(runtime),
         Streams(runtime),  # after the Content-Length cap; decides streaming in responseheaders
         WebSockets(runtime),
         Metrics(runtime),

@@ -59,9 +59,9 @@ _SCANNERS: OrderedDict[str, Scanner] = OrderedDict()  # by rules version; shared
 
 def scanner(rules: RuleSet) -> Scanner:
     """The compiled scanner of a rule set, built once and shared (content, MCP, streams, WebSocket)."""
-    s = _SCANNERS.get(rules.version)
+    s = _SCANNERS.get(rules.fingerprint)
     if s is None:
-        s = _SCANNERS[rules.version] = scanner_for(rules)
+        s = _SCANNERS[rules.fingerprint] = scanner_for(rules)
         log.info("content filters: %s", s.engine_description)
         while len(_SCANNERS) > 2:  # in-flight flows may still hold the previous rules
             _SCANNERS.popitem(last=False)

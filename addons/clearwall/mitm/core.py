@@ -32,10 +32,11 @@ def _process_start() -> float:
     try:
         with open("/proc/self/stat") as f:
             ticks = int(f.read().rsplit(")", 1)[1].split()[19])
-        with open("/proc/stat") as f:
-            boot = next(int(line.split()[1]) for line in f if line.startswith("btime "))
-        return boot + ticks / os.sysconf("SC_CLK_TCK")
-    except (OSError, ValueError, IndexError, StopIteration):
+        with open("/proc/uptime") as f:
+            uptime = float(f.read().split()[0])
+        # /proc/stat's btime is whole seconds; uptime is to 10 ms, like the start ticks.
+        return time.time() - (uptime - ticks / os.sysconf("SC_CLK_TCK"))
+    except (OSError, ValueError, IndexError):
         return time.time()
 
 
@@ -129,7 +130,7 @@ class Core:
         if state is not ca.CAState.READY:
             raise exceptions.OptionsError(f"no CA in {confdir}: run `clearwall ca init --dir {confdir}` first")
         pem = confdir / "mitmproxy-ca.pem"
-        if pem.stat().st_mtime >= _STARTED - 1 and self.runtime.ca_dir != confdir.resolve():
+        if pem.stat().st_mtime >= _STARTED and self.runtime.ca_dir != confdir.resolve():
             # mitmproxy's TlsConfig silently generates a CA when none exists; a CA born during
             # this start-up that Clearwall did not create is one no client trusts.
             raise exceptions.OptionsError(

@@ -48,6 +48,9 @@ class _Compiled:
                      for name, c in self.creds.items() if c.secrets}
 
 
+PENDING = "clearwall.credential"  # flow.metadata key: the credential to inject in `request`
+
+
 def _mode(rules: RuleSet, st: FlowState) -> str:
     dest = st.decision.destination if st.decision else None
     for d in rules.destinations:
@@ -62,21 +65,22 @@ class Credentials:
     def __init__(self, runtime: Runtime, cache_size: int = 4) -> None:
         self.runtime = runtime
         self.cache_size = cache_size
-        self._cache: OrderedDict[str, _Compiled] = OrderedDict()  # rules version -> compiled
+        self._cache: OrderedDict[str, _Compiled] = OrderedDict()  # rules fingerprint -> compiled
         self._pending: dict[str, asyncio.Future] = {}  # one build per version, however many flows wait
 
     async def _compiled(self, rules: RuleSet) -> _Compiled:
-        hit = self._cache.get(rules.version)
+        key = rules.fingerprint  # changes when a secret rotates, unlike the public version
+        hit = self._cache.get(key)
         if hit is not None:
             return hit
-        pending = self._pending.get(rules.version)
+        pending = self._pending.get(key)
         if pending is None:
-            pending = self._pending[rules.version] = asyncio.ensure_future(asyncio.to_thread(_Compiled, rules))
+            pending = self._pending[key] = asyncio.ensure_future(asyncio.to_thread(_Compiled, rules))
         try:
             hit = await asyncio.shield(pending)
         finally:
-            self._pending.pop(rules.version, None)
-        self._cache[rules.version] = hit
+            self._pending.pop(key, None)
+        self._cache[key] = hit
         while len(self._cache) > self.cache_size:
             self._cache.popitem(last=False)
         return hit
@@ -131,7 +135,9 @@ class Credentials:
                     "request_denied", cred.destination,
                     f"destination {cred.destination} gets credentials over HTTPS only")):
                 return
-        self._apply(req, cred)
+        # Injected in `request`, after the content filters have scanned what the client sent:
+        # they must never see (and block, or log) the credential Clearwall adds.
+        flow.metadata[PENDING] = cred
 
     @staticmethod
     def _apply(req: http.Request, cred: Credential) -> None:
@@ -160,8 +166,13 @@ class Credentials:
         rules = st.rules or self.runtime.require_rules()
         compiled = await self._compiled(rules)
         body = flow.request.raw_content
-        if not compiled.detector or not body:
+        if compiled.detector and body and await self._body_exfiltration(flow, rules, compiled, body):
             return
+        cred = flow.metadata.pop(PENDING, None)
+        if cred is not None:
+            self._apply(flow.request, cred)
+
+    async def _body_exfiltration(self, flow: http.HTTPFlow, rules: RuleSet, compiled: _Compiled, body: bytes) -> bool:
         encoding = flow.request.headers.get("content-encoding")
         if len(body) > THREAD_THRESHOLD or encoding:
             cap = rules.settings.limits.request_body
@@ -169,14 +180,15 @@ class Credentials:
                 found = await asyncio.to_thread(_search_body, compiled.detector, body, encoding,
                                                 cap if cap is not None else DECODE_CAP)
             except TooLarge:
-                return respond.refuse(flow, Refusal("request_too_large", EXFIL_RULE,
-                                                    "the request body decodes beyond its size limit"))
+                respond.refuse(flow, Refusal("request_too_large", EXFIL_RULE, "the request body decodes beyond its size limit"))
+                return True
             except DecodeError:
-                return respond.refuse(flow, Refusal("inspection_error", EXFIL_RULE,
-                                                    "the request body does not decode as its Content-Encoding says"))
+                respond.refuse(flow, Refusal("inspection_error", EXFIL_RULE,
+                                             "the request body does not decode as its Content-Encoding says"))
+                return True
         else:
             found = compiled.detector.find(body)
-        self._exfiltration(flow, rules, "body", found)
+        return self._exfiltration(flow, rules, "body", found)
 
     @guarded
     async def response(self, flow: http.HTTPFlow) -> None:

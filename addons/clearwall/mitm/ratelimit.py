@@ -58,7 +58,7 @@ class RateLimits:
         """The limiter and limit index for the rules in force, rebuilt when they change."""
         rules = self.runtime.require_rules()
         index = self._index
-        if index is not None and index.version == rules.version:
+        if index is not None and index.version == rules.fingerprint:
             return self.runtime.limiter, index
         index = LimitIndex(rules)
         store = (rules.settings.rate_limit_backend, rules.settings.rate_limit_on_backend_error)

@@ -174,7 +174,7 @@ class Reload:
             if bundle and getattr(ctx.options, "ssl_verify_upstream_trusted_ca", None) != bundle:
                 ctx.options.update(ssl_verify_upstream_trusted_ca=bundle)
             self._count("ok")
-            if old is not None and old.version == rules.version:
+            if old is not None and old.fingerprint == rules.fingerprint:
                 log.info("rules reloaded (%s): unchanged, version %s", why, rules.version)
             else:
                 log.info("rules reloaded (%s): version %s -> %s from %s", why, old.version if old else None,

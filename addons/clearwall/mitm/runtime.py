@@ -22,6 +22,11 @@ class Runtime:
     metrics: Any = None  # clearwall.mitm.metrics registry holder, when metrics are on
     last_reload_error: str | None = None  # shown under /rules; the rules in force stay
 
+    def own_addresses(self) -> list[tuple[str, int]]:
+        """Clearwall's own listeners (proxy and admin): never destinations, so no loops and no
+        way for a client to reach the admin endpoint through the proxy."""
+        return [a for a in (self.listen, self.admin) if a is not None]
+
     def require_rules(self) -> RuleSet:
         if self.rules is None:
             raise RuntimeError("no rules are loaded")

@@ -56,7 +56,7 @@ class Resolver:
         return addrs
 
 
-def check_addresses(rules: RuleSet, host: str, addrs: list[str], own: tuple[str, int] | None, port: int) -> Refusal | None:
+def check_addresses(rules: RuleSet, host: str, addrs: list[str], own: list[tuple[str, int]], port: int) -> Refusal | None:
     """Every address must be reachable: a name answering with one internal address is refused."""
     if not addrs:
         return Refusal("destination_denied", SSRF_RULE, f"{host} did not resolve to any address")
@@ -66,8 +66,10 @@ def check_addresses(rules: RuleSet, host: str, addrs: list[str], own: tuple[str,
         why = refusal_reason(ip, deny_private=s.deny_private_ranges, allow=rules.ssrf_allow)
         if why:
             return Refusal("destination_denied", SSRF_RULE, f"{host} resolves to {why}")
-        if own and port == own[1] and (ip.is_loopback or a == own[0] or ip.is_unspecified):
-            return Refusal("destination_denied", SSRF_RULE, f"{host}:{port} is this proxy itself")
+        for own_host, own_port in own:
+            if port == own_port and (ip.is_loopback or ip.is_unspecified or a == own_host
+                                     or own_host in ("0.0.0.0", "::")):
+                return Refusal("destination_denied", SSRF_RULE, f"{host}:{port} is this proxy itself (or its admin endpoint)")
     return None
 
 
@@ -90,7 +92,7 @@ class Upstream:
             addrs = await self.resolver.resolve(host, rules.settings.upstream.resolve)
         except (OSError, UnicodeError, ValueError) as e:
             return respond.refuse(flow, Refusal("destination_denied", SSRF_RULE, f"{host} cannot be resolved: {e}"))
-        refusal = check_addresses(rules, host, addrs, self.runtime.listen, flow.request.port)
+        refusal = check_addresses(rules, host, addrs, self.runtime.own_addresses(), flow.request.port)
         if refusal is not None:
             return respond.refuse(flow, refusal)
         st.resolved_ip = addrs[0]
@@ -102,7 +104,7 @@ class Upstream:
         host, port = data.server.address
         rules = self.runtime.require_rules()
         addrs = await self.resolver.resolve(host, rules.settings.upstream.resolve)
-        refusal = check_addresses(rules, host, addrs, self.runtime.listen, port)
+        refusal = check_addresses(rules, host, addrs, self.runtime.own_addresses(), port)
         if refusal is not None:
             log.warning("refused upstream connection: %s", refusal.message)
             data.server.error = f"clearwall: {refusal.message}"

@@ -69,7 +69,7 @@ class LimitIndex:
     def __init__(self, rules: RuleSet, max_cached: int = 4096) -> None:
         if max_cached < 0:
             raise ValueError(f"max_cached must be zero or more, not {max_cached!r}")
-        self.version = rules.version
+        self.version = rules.fingerprint  # substituted values count (a ${VAR} limit)
         self._scoped = tuple(_scoped(rules))
         self._own = _destination_specs(rules)
         # Every limit of the rule set: `rate_limits` entries in file order, then destinations'.

@@ -10,6 +10,7 @@ compile into a RuleSet.
 from __future__ import annotations
 
 import difflib
+import hashlib
 import os
 from pathlib import Path
 from typing import Any
@@ -90,7 +91,8 @@ def _load_library(path: Path, errors: list[RuleError], environ: dict[str, str]) 
     return [(f, doc.file, doc.where(("filters", i))) for i, f in enumerate(lib.filters)]
 
 
-def _load_file(path: Path, errors: list[RuleError], environ: dict[str, str]) -> tuple[Located, dict | None]:
+def _load_file(path: Path, errors: list[RuleError], environ: dict[str, str],
+               included: list[Path]) -> tuple[Located, dict | None]:
     """Validate one rule file; returns its parts with each entry's (file, line) for merging."""
     doc = load_yaml(path, environ=environ)
     if doc.data is None or doc.errors:
@@ -113,6 +115,7 @@ def _load_file(path: Path, errors: list[RuleError], environ: dict[str, str]) -> 
             continue
         if is_include:
             lib = (path.parent / f.include).resolve()
+            included.append(lib)
             if not lib.is_file():
                 doc.errors.append(doc.error(("filters", i, "include"),
                                             f"pattern library {f.include!r} not found (looked for {lib})"))
@@ -152,8 +155,10 @@ def load_rules(path: str | os.PathLike, *, environ: dict[str, str] | None = None
     merged: dict[str, list] = {s: [] for s in _SECTIONS}
     settings, settings_at = None, None
     docs: dict[str, Located] = {}
-    for f in rule_files(root):
-        doc, parts = _load_file(f, errors, environ)
+    files = rule_files(root)
+    included: list[Path] = []
+    for f in files:
+        doc, parts = _load_file(f, errors, environ, included)
         docs[doc.file] = doc
         if parts is None:
             continue
@@ -180,7 +185,19 @@ def load_rules(path: str | os.PathLike, *, environ: dict[str, str] | None = None
         sources={e.name: f"{file}:{line}" for s in _SECTIONS for e, file, (line, _) in merged[s]},
         files=list(docs),
         environ=environ,
+        version=_version(files + included),
     )
+
+
+def _version(paths: list[Path]) -> str:
+    """Hash of the rule text as written (before `${...}` substitution), so the version in logs
+    and metrics never depends on, or leaks anything about, the secrets a rule pulls in."""
+    h = hashlib.sha256()
+    for p in paths:
+        data = p.read_bytes()
+        h.update(len(data).to_bytes(8, "big"))
+        h.update(data)
+    return h.hexdigest()[:12]
 
 
 def _check_references(merged: dict[str, list], environ: dict[str, str]) -> list[RuleError]:

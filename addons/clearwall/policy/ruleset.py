@@ -95,6 +95,10 @@ class RuleSet:
     files: tuple[str, ...]
     ssrf_allow: tuple[IPNetwork, ...]
     by_name: dict[str, CompiledDestination] = field(default_factory=dict, repr=False, compare=False)
+    # `version` hashes the rule text as written (public: logs, metrics, /rules). `fingerprint`
+    # hashes the rules after `${...}` substitution: internal only (caches, reload detection),
+    # since it changes when a secret rotates.
+    fingerprint: str = field(default="", repr=False, compare=False)
 
     def destination(self, name: str) -> CompiledDestination | None:
         return self.by_name.get(name)
@@ -142,14 +146,8 @@ def _compile_destination(d: model.Destination, s: model.Settings) -> CompiledDes
     )
 
 
-def _version(settings: model.Settings, sections: dict[str, list]) -> str:
-    doc = {"settings": settings.model_dump(mode="json")}
-    doc.update({k: [e.model_dump(mode="json", by_alias=True) for e in v] for k, v in sections.items()})
-    return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:12]
-
-
 def compile_ruleset(settings: model.Settings, sections: dict[str, list], *, sources: dict[str, str],
-                    files: list[str], environ: dict[str, str]) -> RuleSet:
+                    files: list[str], environ: dict[str, str], version: str) -> RuleSet:
     clients = []
     for c in sections["clients"]:
         src = c.match.source
@@ -166,8 +164,11 @@ def compile_ruleset(settings: model.Settings, sections: dict[str, list], *, sour
         for e in sections["deny"]
     )
     destinations = tuple(_compile_destination(d, settings) for d in sections["destinations"])
+    substituted = {"settings": settings.model_dump(mode="json")}
+    substituted.update({k: [e.model_dump(mode="json", by_alias=True) for e in v] for k, v in sections.items()})
     return RuleSet(
-        version=_version(settings, sections),
+        fingerprint=hashlib.sha256(json.dumps(substituted, sort_keys=True).encode()).hexdigest(),
+        version=version,
         settings=settings,
         clients=tuple(clients),
         destinations=destinations,
