@@ -196,7 +196,7 @@ _SINGLE = (C.IN, C.ANY, C.LITERAL, C.NOT_LITERAL)
 
 
 def _trim_leading_runs(items: list) -> list:
-    """Drop leading character-class runs (`[0-9]{8,10}` before `:AA`).
+    """Drop leading character-class runs and optional items (`[0-9]{8,10}` before `:AA`).
 
     Any match of the whole pattern ending at offset q leaves a match of its suffix ending at q,
     so the suffix is still a superset for the end offsets the scanner uses. Hyperscan is much
@@ -209,6 +209,8 @@ def _trim_leading_runs(items: list) -> list:
             i += 1
         elif op in _REPEATS and av[1] >= 2 and len(av[2]) == 1 and av[2][0][0] in _SINGLE:
             i += 1
+        elif op in (C.IN, C.ANY, C.NOT_LITERAL) or (op in _REPEATS and av[0] == 0):
+            i += 1  # a lone class character or an optional item before the literal
         else:
             break
     return items[i:]
