@@ -408,9 +408,12 @@ class Streams:
             try:
                 out = guard(chunk)
             except Exception:  # noqa: BLE001 - an exception here would hang the client
-                log.exception("inspection error while streaming flow %s; closing it", flow.id)
                 out = guard.fail(Refusal("inspection_error", "content-inspection",
                                          "internal error while inspecting the stream"))
+                try:
+                    log.exception("inspection error while streaming flow %s; closed it", flow.id)
+                except Exception:  # noqa: BLE001 - the refusal above must stand whatever logging does
+                    pass
             st.stream_log.add(out)
             # Never hand mitmproxy b"": on a chunked response it is sent as a zero-length chunk,
             # which is the end-of-body marker, and the client would stop reading there.
