@@ -42,7 +42,7 @@ filters:
     where: [sse]
     action: redact
   - name: internal-host
-    pattern: 'db\.internal\.test'
+    pattern: 'db\\.internal\\.test'
     where: [response.body]
     action: redact
   - name: injection-phrase
