@@ -175,3 +175,15 @@ def test_time_budget_grows_with_the_text(per_mib, fits):
     else:
         with pytest.raises(ScanTimeout):
             scanner.scan(text, "request.body")
+
+
+@pytest.mark.parametrize("pattern", [r"a*", r"(secret)?", r"\b", r"x|", r"(?=a)", r"[[:alpha:]]*"],
+                         ids=["star", "optional-group", "boundary", "empty-branch", "lookahead", "posix-star"])
+def test_a_pattern_that_can_match_nothing_is_refused(pattern):
+    with pytest.raises(PatternError, match="empty string"):
+        Scanner([FilterSpec("e", pattern)])
+
+
+@pytest.mark.parametrize("pattern", [r"a+", r"(?:ab){e<=1}", r"[[:alpha:]]+"])
+def test_patterns_that_always_consume_are_accepted(pattern):
+    assert Scanner([FilterSpec("e", pattern)], engine="regex").filters

@@ -59,8 +59,15 @@ class _Filter:
         try:
             lo, hi = relax.width(spec.pattern)
             self.context = relax.context_width(spec.pattern)
+            empty = lo == 0
         except relax.Unrelaxable:
             lo, hi, self.context = 0, relax.UNBOUNDED, relax.UNBOUNDED
+            empty = any(m.start() == m.end() for m in self.pattern.finditer("", timeout=1.0)) or any(
+                m.start() == m.end() for m in self.pattern.finditer("aZ0 _-.", timeout=1.0)
+            )
+        if empty:
+            # An empty match would "find" the filter in every request (or everywhere in it).
+            raise PatternError(f"filter {spec.name!r}: pattern can match the empty string")
         # Empty matches make finditer's stepping rules matter: always confirm on the whole text.
         self.width = hi if lo > 0 and self.context < relax.UNBOUNDED else relax.UNBOUNDED
         self.hs_expr: bytes | None = None
