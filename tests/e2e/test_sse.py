@@ -68,6 +68,9 @@ ROUTES = {
     "/mail": lambda r: sse((0, b"data: write to bob@example.com\n\n"), (0.1, b"data: ignore previous instructions\n\n")),
     "/many": lambda r: sse(*[(0, b"data: event %d\n\n" % i) for i in range(20)]),
     "/torn": lambda r: sse((0, b"data: hel"), (0.2, b"lo\n"), (0.2, b"\ndata: world\n\n")),
+    "/ndjson": lambda r: Reply(200, [(0, b'{"token": "Hel'), (0.3, b'lo"}\n{"token": " world"}\n'),
+                                     (0.3, b'{"key": "' + AWS.encode() + b'"}\n'), (0.3, b'{"token": "after"}\n')],
+                               {"Content-Type": "application/x-ndjson"}),
     "/gzip": lambda r: Reply(200, [(0, GZ[:20]), (0.1, GZ[20:])], {**SSE, "Content-Encoding": "gzip"}),
     "/brotli": lambda r: Reply(200, [(0, b"\x0b\x02\x80data: x\n\n\x03")], {**SSE, "Content-Encoding": "br"}),
     "/big-redact": lambda r: Reply(200, b"d" * 5_000_000 + b" db.internal.test " + b"e" * 5_000_000,
@@ -221,3 +224,14 @@ def test_a_large_body_is_redacted_while_streaming(client, up, proxy):
     assert body == b"d" * 5_000_000 + b" [REDACTED:internal-host] " + b"e" * 5_000_000
     rec = proxy.record_for(_last_id(proxy, "/big-redact"), timeout=30)
     assert rec["event"]["action"] == "redacted" and rec["http"]["response"]["body"]["bytes"] == len(body)
+
+
+def test_json_lines_stream_record_by_record_and_a_secret_ends_the_stream(client, up, proxy):
+    got, _, r = read_stream(client, url(up, "/ndjson"))
+    body = text(got)
+    assert body.startswith(b'{"token": "Hello"}\n{"token": " world"}\n')
+    assert AWS.encode() not in body and b"after" not in body
+    final = json.loads(body.splitlines()[2])
+    assert final["error"] == "response_blocked" and final["rule"] == "aws-access-key"
+    rec = proxy.record_for(final["id"], timeout=30)
+    assert rec["event"]["action"] == "blocked"

@@ -12,7 +12,7 @@ import pytest
 from clearwall.content.inspect import inspect_text
 from clearwall.content.scanner import Scanner
 from clearwall.content.spec import FilterSpec
-from clearwall.mitm.streams import ChunkGuard, SseGuard, StreamLog, Verdict, split_events
+from clearwall.mitm.streams import ChunkGuard, SseGuard, StreamLog, Verdict, split_events, split_lines
 from clearwall.policy.decision import Refusal
 
 AWS = "AKIAPYCDYBK377OXTZQ6"
@@ -185,3 +185,21 @@ def test_the_cap_cuts_a_streamed_body(name, cap, refused):
 def test_without_filters_bytes_pass_as_they_come():
     g, closed, _ = chunk_guard(sc=None)
     assert g(b"\xff\xfe raw") == b"\xff\xfe raw" and g(b"") == b""
+
+
+@pytest.mark.parametrize("name, buf, final, lines, rest", [
+    ("two records and a partial one", b'{"a":1}\n{"b":2}\n{"c"', False, [b'{"a":1}\n', b'{"b":2}\n'], b'{"c"'),
+    ("CRLF records", b'{"a":1}\r\n', False, [b'{"a":1}\r\n'], b""),
+    ("nothing complete", b'{"a":', False, [], b'{"a":'),
+    ("the end flushes the partial record", b'{"a":1}', True, [b'{"a":1}'], b""),
+])
+def test_split_lines(name, buf, final, lines, rest):
+    assert split_lines(buf, final) == (lines, rest)
+
+
+def test_json_lines_are_checked_record_by_record():
+    g, closed = guard(split=split_lines)
+    assert g(b'{"msg": "hi"}\n{"msg": "mail bob@exa') == b'{"msg": "hi"}\n'
+    assert g(b'mple.com"}\n') == b'{"msg": "mail [REDACTED:email]"}\n'
+    out = g(b'{"k": "' + AWS.encode() + b'"}\n{"after": 1}\n')
+    assert AWS.encode() not in out and b"after" not in out and closed[0].kind == "response_blocked"

@@ -53,6 +53,8 @@ SSE = "text/event-stream; charset=utf-8"
 
 @pytest.mark.parametrize("name, headers, method, streamed", [
     ("an event stream", {"content-type": SSE}, None, True),
+    ("a JSON Lines stream without a length", {"content-type": "application/x-ndjson"}, None, True),
+    ("a JSON Lines body with a length", {"content-type": "application/x-ndjson", "content-length": "10"}, None, False),
     ("a gzip event stream", {"content-type": SSE, "content-encoding": "gzip"}, None, True),
     ("a body over the threshold", {"content-type": "text/plain", "content-length": "1001"}, None, True),
     ("a body at the threshold", {"content-type": "text/plain", "content-length": "1000"}, None, False),
@@ -89,7 +91,7 @@ def test_an_exception_in_the_stream_fails_closed(runtime, monkeypatch):
     import clearwall.mitm.streams as streams_mod
 
     f = decide(runtime, {"content-type": SSE})
-    monkeypatch.setattr(streams_mod, "split_events", lambda *a: 1 / 0)
+    monkeypatch.setattr(streams_mod.SseGuard, "_event", lambda self, raw: 1 / 0)
     monkeypatch.setattr(streams_mod, "close_client", lambda flow: True)
     out = b"".join(f.response.stream(b"data: x\n\n"))
     assert b"inspection_error" in out and flow_state(f).refusal.kind == "inspection_error"

@@ -48,6 +48,9 @@ log = logging.getLogger("clearwall")
 STREAM_THRESHOLD = 8 * 1024 * 1024
 MAX_EVENT = 4 * 1024 * 1024  # one event (an MCP tool result can be one large event)
 SIZE_RULE = "size-limit"
+# Line-delimited JSON record streams, streamed record by record like SSE when they have no length.
+JSON_LINES = frozenset({"application/x-ndjson", "application/ndjson", "application/jsonl",
+                        "application/x-jsonlines", "application/json-seq"})
 
 
 class StreamLog:
@@ -106,6 +109,17 @@ def split_events(buf: bytes, final: bool = False) -> tuple[list[bytes], bytes]:
     return events, rest
 
 
+def split_lines(buf: bytes, final: bool = False) -> tuple[list[bytes], bytes]:
+    """Whole lines (NDJSON / JSON Lines records, each with its LF) and the incomplete rest."""
+    cut = buf.rfind(b"\n") + 1
+    lines = buf[:cut].splitlines(keepends=True) if cut else []
+    rest = buf[cut:]
+    if final and rest:
+        lines.append(rest)
+        rest = b""
+    return lines, rest
+
+
 def _data_of(event: str) -> tuple[list[str], str | None, str]:
     """(other field lines, joined data or None, event type) of one event's text."""
     others, data, etype = [], [], ""
@@ -124,7 +138,9 @@ class SseGuard:
 
     def __init__(self, check: Callable[[str], Verdict], *, cap: int | None, max_event: int,
                  on_refuse: Callable[[Refusal], bytes], decoder=None,
-                 transform: Callable[[str], str] | None = None, max_ratio: float = 100.0) -> None:
+                 transform: Callable[[str], str] | None = None, max_ratio: float = 100.0,
+                 split: Callable[[bytes, bool], tuple[list[bytes], bytes]] | None = None) -> None:
+        self._split = split or split_events
         self._check, self._cap, self._max_event = check, cap, max_event
         self._on_refuse, self._decoder, self._transform = on_refuse, decoder, transform
         self._max_ratio = max_ratio
@@ -142,7 +158,7 @@ class SseGuard:
         if self._cap is not None and self._decoded > self._cap:
             return self.fail(Refusal("response_too_large", SIZE_RULE,
                                      f"event stream went over the {self._cap}-byte response cap"))
-        events, self._buf = split_events(self._buf + data, final)
+        events, self._buf = self._split(self._buf + data, final)
         if len(events) > 1 and self._transform is None:
             # Clean traffic is the common case: one scan for every event of the chunk. Any
             # finding sends the chunk through the per-event path, which alone decides.
@@ -329,6 +345,11 @@ def _record(st: FlowState, result: Inspection, where: str) -> None:
             st.would_block.append(Refusal("response_blocked", name, f"filter {name} matched {where}"))
 
 
+def _final_line(flow: http.HTTPFlow, refusal: Refusal) -> bytes:
+    """The last record a refused JSON Lines stream sends: the SPEC §4 refusal object."""
+    return json.dumps(shape.body(refusal, flow.id), ensure_ascii=False).encode() + b"\n"
+
+
 def _final_event(flow: http.HTTPFlow, st: FlowState, refusal: Refusal) -> bytes:
     """The last event a refused stream sends: a JSON-RPC error for MCP requests."""
     doc = shape.body(refusal, flow.id)
@@ -373,6 +394,8 @@ class Streams:
         kind = media_type(resp.headers.get("content-type"))[0].lower()
         if kind == "text/event-stream":
             return self._stream_sse(flow, st)
+        if kind in JSON_LINES and "content-length" not in resp.headers:
+            return self._stream_sse(flow, st, lines=True)  # long-lived record streams (LLM APIs)
         if mcp_policy(st) is not None and st.mcp.get("method") == rpc.TOOLS_LIST:
             return  # a tools/list result is filtered whole (Mcp.response), never streamed past it
         length = resp.headers.get("content-length", "")
@@ -380,7 +403,7 @@ class Streams:
         if length.isdigit() and int(length) > self.stream_threshold and encoding in ("", "identity"):
             self._stream_large(flow, st)
 
-    def _stream_sse(self, flow: http.HTTPFlow, st: FlowState) -> None:
+    def _stream_sse(self, flow: http.HTTPFlow, st: FlowState, lines: bool = False) -> None:
         resp = flow.response
         try:
             decoder = _decoder(resp.headers.get("content-encoding"))
@@ -396,8 +419,9 @@ class Streams:
         sc = scanner(rules) if targets else None
         check = (lambda text: _check(st, sc, targets, text)) if targets else (lambda text: Verdict())
         guard = SseGuard(check, cap=caps(rules, st)[1], max_event=self.max_event, decoder=decoder,
-                         transform=_tools_list_transform(st),
-                         on_refuse=lambda refusal: self._refuse_stream(flow, st, refusal))
+                         transform=None if lines else _tools_list_transform(st),
+                         split=split_lines if lines else split_events,
+                         on_refuse=lambda refusal: self._refuse_stream(flow, st, refusal, lines))
         self._start(flow, st, guard)
 
     def _start(self, flow: http.HTTPFlow, st: FlowState, guard) -> None:
@@ -435,11 +459,11 @@ class Streams:
         self._start(flow, st, guard)
 
     @staticmethod
-    def _refuse_stream(flow: http.HTTPFlow, st: FlowState, refusal: Refusal) -> bytes:
-        """Record the refusal, queue the final event, and close the client after it."""
+    def _refuse_stream(flow: http.HTTPFlow, st: FlowState, refusal: Refusal, lines: bool = False) -> bytes:
+        """Record the refusal, queue the final event (or record), and close the client after it."""
         st.refusal = refusal
         close_client(flow)
-        return _final_event(flow, st, refusal)
+        return _final_line(flow, refusal) if lines else _final_event(flow, st, refusal)
 
     @staticmethod
     def _on_cut(flow: http.HTTPFlow, st: FlowState) -> Callable[[Refusal], bytes]:
