@@ -67,6 +67,7 @@ def test_a_minimal_file_loads_with_safe_defaults(tmp_path):
      "cannot be enforced: remove them"),
     ("version: 1\nclients:\n  - name: c\n    match: {proxy_user: c}\n", "3:5", "proxy_user and token_env go together"),
     ("version: 1\nfilters:\n  - name: f\n    pattern: a\n    validate: crc32\n", "5:5", "unknown validator 'crc32'"),
+    ("version: 1\nfilters:\n  - name: f\n    pattern: 'x*'\n", "4:5", "pattern can match the empty string"),
     ("version: 1\nrate_limits:\n  - name: r\n    requests: 0\n    per: 1m\n", "4:5", "greater than or equal to 1"),
 ])
 def test_each_failure_mode_is_located_and_explained(tmp_path, text, where, message):

@@ -105,6 +105,12 @@ def _finditer(f: _Filter, text: str, pos: int, endpos: int, deadline: float):
         raise ScanTimeout(f"content scan exceeded its time limit in filter {f.spec.name!r}") from None
 
 
+def check_pattern(pattern: str) -> None:
+    """The checks a Scanner makes on one pattern (compiles, cannot match the empty string), so
+    the rule loader can report a bad pattern at its file:line instead of at start-up."""
+    _Filter(0, FilterSpec("pattern", pattern), want_hs=False)
+
+
 class _Prefilter:
     """Hyperscan databases per distinct set of filters a target uses (shared, read-only).
 

@@ -12,6 +12,8 @@ from typing import Annotated, Any, Literal
 import regex
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema, field_validator, model_validator
 
+from clearwall.content.errors import PatternError
+from clearwall.content.scanner import check_pattern
 from clearwall.content.validators import parse_validator
 from clearwall.policy import hosts, paths, units
 from clearwall.ratelimit.config import parse_backend_setting
@@ -240,9 +242,9 @@ class Filter(Strict):
     @classmethod
     def _compiles(cls, v: str) -> str:
         try:
-            regex.compile(v)
-        except regex.error as e:
-            raise ValueError(f"pattern does not compile: {e}") from None
+            check_pattern(v)
+        except PatternError as e:
+            raise ValueError(str(e).replace("filter 'pattern': ", "")) from None
         return v
 
 
