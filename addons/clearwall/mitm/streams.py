@@ -8,6 +8,7 @@ a long-lived event stream would never reach the client. This addon decides, per 
   chunks is seen whole. `redact` rewrites the event; `block` (or the response cap, or an event
   over `max_event`) sends one final event saying why — a JSON-RPC error for MCP requests — and
   closes the client connection (flow.kill() has no effect mid-stream).
+- JSON Lines record streams (NDJSON, no Content-Length): the same, record by record.
 - identity-encoded bodies with a Content-Length over `stream_threshold` (and within the cap):
   streamed through the overlapping chunk scanner (content/stream.py), forwarding only text
   whose matches are settled, so a pattern spanning two chunks is still found and redacted.
