@@ -174,3 +174,44 @@ def test_a_large_message_is_scanned_too(proxy, up):
         with pytest.raises(ConnectionClosed) as closed:
             c.recv(timeout=20)
     assert closed.value.rcvd.code == 1008
+
+
+def test_a_crashing_message_hook_drops_the_message_and_closes_with_1008(tmp_path, pki, up):
+    """Fail closed under `mitmdump -s` with a fault injected into message inspection."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import clearwall.script
+    from tests.support.proxy import free_port, wait_port
+
+    ca_dir = tmp_path / "ca"
+    subprocess.run([sys.executable, "-m", "clearwall", "ca", "init", "--dir", str(ca_dir)], check=True, capture_output=True)
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(RULES.format(ca=pki.ca_pem, port=up.port))
+    port = free_port()
+    fault = Path(__file__).parent / "scripts" / "ws_fault.py"
+    mitmdump = Path(sys.executable).parent / "mitmdump"
+    proc = subprocess.Popen([str(mitmdump), "-q", "--listen-host", "127.0.0.1", "--listen-port", str(port),
+                             "--set", f"confdir={ca_dir}", "--set", f"clearwall_rules={rules}",
+                             "--set", f"clearwall_log_dir={tmp_path / 'logs'}",
+                             "-s", clearwall.script.__file__, "-s", str(fault)],
+                            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        wait_port(port, proc)
+
+        class P:
+            url = f"http://127.0.0.1:{port}"
+            ca_cert = ca_dir / "mitmproxy-ca-cert.pem"
+
+        before = list(up.received)
+        with ws(P, up) as c:
+            c.send("must-not-pass")
+            with pytest.raises(ConnectionClosed) as closed:
+                c.recv(timeout=15)
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == 1008
+        assert "must-not-pass" not in up.received[len(before):]
+    finally:
+        proc.terminate()
+        out = proc.communicate(timeout=15)[0].decode(errors="replace")
+    assert "injected websocket fault" in out

@@ -26,8 +26,10 @@ def _fail(hook: str, obj: object) -> None:
     try:
         if isinstance(obj, http.HTTPFlow):
             if obj.websocket is not None and obj.websocket.messages and hook == "websocket_message":
-                obj.websocket.messages[-1].drop()
-                obj.kill()
+                obj.websocket.messages[-1].drop()  # killing the flow alone would still forward it
+                from clearwall.mitm.websocket import close_1008
+
+                close_1008(obj, "inspection error")
             elif obj.response is not None and hook in ("response", "responseheaders") and obj.response.stream:
                 obj.kill()  # headers may be gone already; cutting the connection is the only refusal left
             else:

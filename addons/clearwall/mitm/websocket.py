@@ -6,7 +6,7 @@ flow would still forward it) and closes the connection with 1008 (policy violati
 sides. Messages go to `FlowState.ws_messages`; the body log writes the connection's record at
 `websocket_end`.
 
-Closing with a code has no public API in mitmproxy: `_close_1008` queues a close event on the
+Closing with a code has no public API in mitmproxy: `close_1008` queues a close event on the
 WebSocket layer of the flow and wakes that layer with an empty injected message (dropped here).
 If that fails the connection is cut instead — the message is dropped either way.
 """
@@ -57,7 +57,7 @@ def _ws_layer(flow: http.HTTPFlow):
     return None
 
 
-def _close_1008(flow: http.HTTPFlow, reason: str) -> None:
+def close_1008(flow: http.HTTPFlow, reason: str) -> None:
     import wsproto.events
     from mitmproxy import websocket
     from mitmproxy.proxy.layers.websocket import WebSocketMessageInjected
@@ -117,7 +117,7 @@ class WebSockets:
                 msg.drop()
                 st.refusal, st.ws_closing = refusal, True
                 st.ws_messages.append(Message(direction, msg.timestamp, msg.content, "blocked"))
-                _close_1008(flow, refusal.message)
+                close_1008(flow, refusal.message)
                 return
             if isinstance(result.redacted, str):
                 msg.content = result.redacted.encode("utf-8", "surrogateescape")
