@@ -12,7 +12,7 @@ import pytest
 from clearwall.content.inspect import inspect_text
 from clearwall.content.scanner import Scanner
 from clearwall.content.spec import FilterSpec
-from clearwall.mitm.streams import ChunkGuard, SseGuard, StreamLog, Verdict, split_events, split_lines
+from clearwall.content.streaming import ChunkGuard, SseGuard, StreamLog, Verdict, split_events, split_lines
 from clearwall.policy.decision import Refusal
 
 AWS = "AKIAPYCDYBK377OXTZQ6"
