@@ -144,3 +144,22 @@ def test_twenty_reloads_under_concurrent_load_lose_no_request(make_proxy, pki, u
               if "url" in r}
     assert all(path in logged for _, path in results)
 
+
+
+def test_a_reload_reaches_requests_in_an_open_keep_alive_tunnel(make_proxy, pki, upstream):
+    """Each request is decided by the rules in force: revoking a destination cuts open tunnels."""
+    proxy = make_proxy(rules(pki, upstream))
+    s = session(proxy)
+    url = f"https://aaa.example.test:{upstream.port}/still-open"
+    assert s.get(url, timeout=10).status_code == 200
+    connections = len(upstream.connections)
+    proxy.rules_path.write_text(rules(pki, upstream, extra="bbb.example.test"))  # aaa revoked
+    deadline = time.monotonic() + 5
+    while True:
+        r = s.get(url, timeout=10)  # the same client connection (keep-alive tunnel)
+        if r.status_code == 403:
+            break
+        assert time.monotonic() < deadline, "the revoked destination stayed reachable in the open tunnel"
+        time.sleep(0.1)
+    assert r.json()["error"] == "destination_denied" and r.json()["rule"] == "default"
+    assert len(upstream.connections) == connections  # no new upstream connection was needed to notice

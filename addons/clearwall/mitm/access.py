@@ -64,7 +64,8 @@ class Access:
         _apply(flow, decision)
         if decision.allowed:
             self.runtime.tunnels[flow.client_conn.id] = Tunnel(
-                flow.request.host, flow.request.port, st.identity, rules)
+                flow.request.host, flow.request.port, st.identity, rules,
+                flow.request.headers.get("proxy-authorization"))
 
     @guarded
     def requestheaders(self, flow: http.HTTPFlow) -> None:
@@ -74,8 +75,12 @@ class Access:
         req = flow.request
         tunnel = self.runtime.tunnels.get(flow.client_conn.id)
         if tunnel is not None:
-            st.rules, st.identity, st.connect_host = tunnel.rules, tunnel.identity, tunnel.host
-            refusal = self._tunnel_mismatch(flow, tunnel)
+            # Each request is decided by the rules in force now, not those of the CONNECT: a
+            # reload that removes a destination or a client must reach open keep-alive tunnels.
+            st.rules, st.connect_host = self.runtime.require_rules(), tunnel.host
+            st.identity = tunnel.identity if st.rules is tunnel.rules else identify(
+                st.rules, flow.client_conn.peername[0], tunnel.proxy_authorization)
+            refusal = st.identity.refusal or self._tunnel_mismatch(flow, tunnel)
         else:
             st.rules = self.runtime.require_rules()
             st.identity = identify(st.rules, flow.client_conn.peername[0], req.headers.get("proxy-authorization"))

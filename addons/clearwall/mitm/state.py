@@ -54,4 +54,6 @@ class Tunnel:
     host: str
     port: int
     identity: Identity
-    rules: RuleSet
+    rules: RuleSet  # the rules the CONNECT was decided with (passthrough relays keep them)
+    # Kept in memory only, so requests inside the tunnel can be re-identified after a reload.
+    proxy_authorization: str | None = field(default=None, repr=False)
