@@ -83,3 +83,34 @@ def test_schema_accepts_the_shipped_rules_and_rejects_unknown_keys():
     jsonschema.validate(yaml.safe_load((PKG.parents[1] / "rules" / "default.yaml").read_text()), schema)
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate({"version": 1, "destinatons": []}, schema)
+
+
+def test_the_chain_dispatches_every_child_hook_in_order_and_nothing_else():
+    import asyncio
+
+    from clearwall.mitm.addons import ClearwallChain
+
+    chain = ClearwallChain()
+    children = chain.children
+    assert not hasattr(chain, "addons")  # mitmproxy must not walk the children a second time
+    expected = {n for c in children for n in hook_names(c)}
+    assert {n for n in expected if callable(getattr(chain, n, None))} == expected
+    calls: list[str] = []
+
+    class Sync:
+        name = "t-sync"
+
+        def requestheaders(self, flow):
+            calls.append("sync")
+
+    class Async:
+        name = "t-async"
+
+        async def requestheaders(self, flow):
+            calls.append("async")
+
+    chain.children = [Async(), Sync(), Async()]
+    from clearwall.mitm.addons import _dispatcher
+
+    asyncio.run(_dispatcher("requestheaders", [c.requestheaders for c in chain.children])(object()))
+    assert calls == ["async", "sync", "async"]

@@ -7,10 +7,13 @@ other addon has decided and rewritten.
 
 from __future__ import annotations
 
+import inspect
+
 from clearwall.mitm.access import Access
 from clearwall.mitm.bodylog import BodyLog, LogGate
 from clearwall.mitm.content import ContentFilters
 from clearwall.mitm.core import Core
+from clearwall.mitm.guard import hook_names
 from clearwall.mitm.mcp import Mcp
 from clearwall.mitm.streams import Streams
 from clearwall.mitm.websocket import WebSockets
@@ -46,3 +49,40 @@ def make_addons(runtime: Runtime | None = None) -> list[object]:
         Metrics(runtime),
         BodyLog(runtime),
     ]
+
+
+def _dispatcher(name: str, handlers: list):
+    """One hook that calls each child's handler in chain order (awaiting the async ones)."""
+    if any(inspect.iscoroutinefunction(h) for h in handlers):
+        async def hook(*args):
+            for h in handlers:
+                result = h(*args)
+                if result is not None and inspect.isawaitable(result):
+                    await result
+    else:
+        def hook(*args):
+            for h in handlers:
+                h(*args)
+    hook.__name__ = name
+    return hook
+
+
+class ClearwallChain:
+    """The chain as one mitmproxy addon that dispatches each event to the children handling it.
+
+    mitmproxy walks every addon in its list, and every sub-addon of each (a `getattr` per object
+    per event), for every event of every flow. This parent exposes exactly the hooks its children
+    implement and calls only the children that implement each one, in chain order: most of
+    Clearwall's per-request overhead in mitmproxy's dispatch is gone. It deliberately has no
+    `addons` attribute, so mitmproxy does not walk the children as well. Sharing one `safecall`
+    is safe because every child flow hook is wrapped by the fail-closed guard (a test checks it).
+    """
+
+    name = "clearwall"
+
+    def __init__(self, runtime: Runtime | None = None) -> None:
+        self.children = make_addons(runtime)
+        names = sorted({n for c in self.children for n in hook_names(c)})
+        for n in names:
+            handlers = [getattr(c, n) for c in self.children if n in hook_names(c)]
+            setattr(self, n, _dispatcher(n, handlers))

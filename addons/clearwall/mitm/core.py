@@ -27,6 +27,11 @@ log = logging.getLogger("clearwall")
 MITM_MAJOR = int(MITM_VERSION.split(".")[0])
 # Routing options that turn matching traffic into an undecrypted relay no hook ever sees.
 BYPASS_OPTIONS = ("ignore_hosts", "allow_hosts", "tcp_hosts", "udp_hosts")
+# mitmproxy features that rewrite, replay or answer traffic after Clearwall decided (or that
+# load code that could): refused when set, so what was inspected is what is forwarded.
+REWRITE_OPTIONS = ("map_remote", "map_local", "modify_body", "modify_headers", "server_replay",
+                   "client_replay", "stickycookie", "stickyauth", "anticomp", "proxyauth", "block_list",
+                   "rfile", "save_stream_file", "hardump")
 def _process_start() -> float:
     """When this process started (mitmproxy may create a CA before this module is imported)."""
     try:
@@ -96,6 +101,13 @@ class Core:
             if name in updated and getattr(ctx.options, name, None):
                 raise exceptions.OptionsError(
                     f"{name} routes traffic around Clearwall's inspection; use tls: passthrough destinations instead")
+        for name in REWRITE_OPTIONS:
+            if name in updated and name in ctx.options and getattr(ctx.options, name) != ctx.options.default(name):
+                raise exceptions.OptionsError(
+                    f"{name} would change traffic after Clearwall inspected it; Clearwall does not support it")
+        if "mode" in updated and any(not m.startswith(("regular", "upstream:")) for m in ctx.options.mode):
+            raise exceptions.OptionsError(
+                f"mode {', '.join(ctx.options.mode)}: Clearwall runs as a regular (or upstream) forward proxy only")
         if "confdir" in updated:
             self._check_ca(Path(os.path.expanduser(ctx.options.confdir)))
         if "clearwall_rules" in updated:

@@ -7,6 +7,7 @@ the apex. IP literals and CIDRs match addresses only, never names.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from dataclasses import dataclass
 
@@ -16,8 +17,14 @@ IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 _LABEL_OK = set("abcdefghijklmnopqrstuvwxyz0123456789-_")
 
 
+_IP_CHARS = frozenset("0123456789abcdefABCDEF:.[]% \t")
+
+
+@functools.lru_cache(maxsize=8192)
 def parse_ip(text: str) -> IPAddress | None:
     """An IP literal (`10.0.0.1`, `::1`, `[::1]`) or None when `text` is a name."""
+    if not set(text) <= _IP_CHARS:  # a name: skip ipaddress's exception path (hot, per request)
+        return None
     t = text.strip()
     if t.startswith("[") and t.endswith("]"):
         t = t[1:-1]
@@ -27,6 +34,7 @@ def parse_ip(text: str) -> IPAddress | None:
         return None
 
 
+@functools.lru_cache(maxsize=8192)  # every request normalises its host several times
 def normalize_host(name: str) -> str:
     """Canonical form of a requested host. Raises ValueError for a name no rule could allow."""
     host = name.strip().rstrip(".").lower()
