@@ -74,6 +74,9 @@ def test_bad_listen_flag(tmp_path):
 @pytest.mark.parametrize("args, needle", [
     (["--set", "ignore_hosts=.*"], "ignore_hosts routes traffic around"),
     (["--no-such-flag"], "mitmproxy arguments not understood"),
+    (["--set", "map_remote=|example.com|internal.example"], "map_remote would change traffic after Clearwall inspected it"),
+    (["--set", "modify_body=/~q/secret/public"], "modify_body would change traffic after Clearwall inspected it"),
+    (["--mode", "transparent"], "Clearwall runs as a regular (or upstream) forward proxy only"),
 ])
 def test_unsafe_or_unknown_mitmproxy_arguments(tmp_path, args, needle):
     out = run(tmp_path, GOOD, "--", *args)
