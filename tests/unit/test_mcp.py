@@ -98,3 +98,15 @@ def test_a_batch_of_tools_list_results_is_filtered_and_other_messages_kept():
     out, gone = mcp.filter_tools_list([tools_result("x", "search_y"), other], lambda n: n != "x")
     assert out[0]["result"]["tools"] == [{"name": "search_y", "description": "d"}]
     assert out[1] == other and gone == ["x"]
+
+
+@pytest.mark.parametrize("body, is_rpc", [
+    (b'{"jsonrpc": "2.0", "method": "tools/call", "params": {"name": "x"}, "id": 1}', True),
+    (b'{"\\u006asonrpc": "2.0", "method": "tools/call", "params": {"name": "x"}, "id": 1}', True),
+    (b'{"items": [1, 2, 3], "note": "plain JSON"}', False),
+    (b'{"note": "\\u00e9t\\u00e9"}', False),
+])
+def test_the_cheap_jsonrpc_precheck_never_hides_an_escaped_key(body, is_rpc):
+    from clearwall.policy.mcp import parse_body
+
+    assert (parse_body(body) is not None) is is_rpc

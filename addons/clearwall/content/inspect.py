@@ -119,6 +119,8 @@ def inspect_text(
     extra_variants: tuple[Variant, ...] = (),
 ) -> Inspection:
     """Scan `text` (and its decoded variants) for `target` and decide. Never raises."""
+    if not scanner.watches(target) and not extra_variants:
+        return Inspection()  # no filter looks here: decoding variants would be work for nothing
     try:
         return _inspect(scanner, target, text, evasions, extra_variants)
     except ScanTimeout:
@@ -213,6 +215,8 @@ def inspect_body(
 ) -> Inspection:
     """Decode (bounded), scan and decide. `redacted` is the identity-encoded body: the adapter
     drops Content-Encoding and recomputes Content-Length when it forwards it."""
+    if not scanner.watches(target):
+        return Inspection()
     try:
         decoded = decode_content(body, content_encoding, max_size=max_size, max_ratio=max_ratio)
     except TooLarge:

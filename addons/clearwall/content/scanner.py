@@ -212,6 +212,8 @@ class Scanner:
         self.timeout_per_mib = timeout_per_mib
         want_hs = engine != "regex" and _hs is not None
         self.filters = [_Filter(i, s, want_hs) for i, s in enumerate(specs)]
+        self._watched: dict[str, bool] = {}  # target -> any filter applies (a pure cache)
+        self._applicable: dict[str, list[_Filter]] = {}  # target -> the filters that apply
         names = [f.spec.name for f in self.filters]
         if len(set(names)) != len(names):
             raise PatternError("filter names must be unique")
@@ -230,6 +232,14 @@ class Scanner:
         candidates to confirm) is not mistaken for a runaway pattern."""
         return self.timeout + self.timeout_per_mib * length / (1 << 20)
 
+    def watches(self, target: str) -> bool:
+        """Does any filter apply to `target` (`base|variant` counts as `base`)?"""
+        base = target.split("|", 1)[0]
+        hit = self._watched.get(base)
+        if hit is None:
+            hit = self._watched[base] = any(f.applies(base) for f in self.filters)
+        return hit
+
     @property
     def engine_description(self) -> str:
         if self._prefilter is None:
@@ -244,7 +254,9 @@ class Scanner:
         if deadline is None:
             deadline = time.monotonic() + self.budget(len(text))
         base = target.split("|", 1)[0]
-        applicable = [f for f in self.filters if f.applies(base)]
+        applicable = self._applicable.get(base)
+        if applicable is None:
+            applicable = self._applicable[base] = [f for f in self.filters if f.applies(base)]
         if not applicable:
             return []
         if self._prefilter is None:

@@ -110,6 +110,10 @@ def parse_body(body: bytes) -> JsonRpc | None:
         body = body[3:]
     if not body or body.lstrip()[:1] not in (b"{", b"["):
         return None
+    if b"jsonrpc" not in body and b"\\u" not in body:
+        # JSON-RPC needs a "jsonrpc" member; in JSON text that key is either literal or spelled
+        # with \u escapes. Neither present: not JSON-RPC, without parsing every JSON body.
+        return None
     try:
         text = body.decode("utf-8")
     except UnicodeDecodeError:
