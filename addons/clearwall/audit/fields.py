@@ -135,7 +135,7 @@ def redact_headers(
     out: dict[str, list[str] | str] = {}
     for name, value in headers:
         key = name.lower()
-        if key in redact or any(s in value for s in secrets):
+        if key in redact or (secrets and any(s in value for s in secrets)):
             value = REDACTED
         have = out.get(key)
         if have is None:
