@@ -249,15 +249,6 @@ def _close_tail(items: list) -> list:
     return items or [(C.ANY, None)]
 
 
-def _leading_literal(items) -> int:
-    n = 0
-    for op, _av in items:
-        if op is not C.LITERAL:
-            break
-        n += 1
-    return n
-
-
 def _cut_after_literal(items: list) -> list:
     """Keep the top-level sequence up to its longest literal run and one item more.
 

@@ -21,6 +21,7 @@ import logging
 import threading
 import time
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 import regex
 
@@ -28,6 +29,9 @@ from . import relax
 from .errors import ContentError, PatternError, ScanTimeout
 from .spec import FilterSpec, Match
 from .validators import Validator, parse_validator
+
+if TYPE_CHECKING:  # stream.py imports this module
+    from .stream import StreamScan
 
 log = logging.getLogger(__name__)
 

@@ -32,7 +32,7 @@ from mitmproxy import ctx, http
 from clearwall.content.decode import media_type
 from clearwall.content.inspect import Inspection, inspect_text
 from clearwall.content.streaming import (  # noqa: F401 (re-exported for the adapter's users)
-    JSON_LINES, MAX_EVENT, SIZE_RULE, STREAM_THRESHOLD, ChunkGuard, SseGuard, StreamLog, Verdict,
+    JSON_LINES, MAX_EVENT, STREAM_THRESHOLD, ChunkGuard, SseGuard, StreamLog, Verdict,
     split_events, split_lines,
 )
 from clearwall.mitm.content import caps, refuse_at_headers, scanner
