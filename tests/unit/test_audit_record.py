@@ -175,8 +175,8 @@ def test_extra_is_merged_into_nested_objects():
 
 
 def test_connect_record():
-    r = connect_record(timestamp=T0, flow_id="c-1", reason="destination_denied", rules=["paste-sites"],
-                       client_ip="10.0.0.2", dest_domain="pastebin.com", dest_port=443)
+    r = connect_record(Exchange(timestamp=T0, flow_id="c-1", action="blocked", reason="destination_denied",
+                                rules=["paste-sites"], client_ip="10.0.0.2", dest_domain="pastebin.com", dest_port=443))
     assert r["event"] == {"id": "c-1", "action": "blocked", "reason": "destination_denied"}
     assert r["http"] == {"request": {"method": "CONNECT"}, "response": {"status_code": 403}}
     assert r["destination"] == {"domain": "pastebin.com", "port": 443}
@@ -184,8 +184,9 @@ def test_connect_record():
 
 
 def test_tunnel_record():
-    r = tunnel_record(timestamp=T0, flow_id="t-1", duration=2.5, bytes_up=1200, bytes_down=34000,
-                      rules=["pinned-service"], sni="pinned.example.com", dest_domain="pinned.example.com")
+    r = tunnel_record(Exchange(timestamp=T0, flow_id="t-1", action="allowed", duration=2.5, rules=["pinned-service"],
+                               sni="pinned.example.com", dest_domain="pinned.example.com"),
+                      bytes_up=1200, bytes_down=34000)
     assert r["event"] == {"id": "t-1", "action": "allowed", "duration": 2_500_000_000}
     assert r["client"] == {"bytes": 1200}
     assert r["destination"] == {"domain": "pinned.example.com", "bytes": 34000}

@@ -191,64 +191,15 @@ def websocket_record(ex: Exchange) -> dict:
     return build_record(ex)
 
 
-def connect_record(
-    *,
-    timestamp: float,
-    flow_id: str,
-    reason: str,
-    rules: list[str],
-    ruleset: str | None = None,
-    client_ip: str | None = None,
-    client_port: int | None = None,
-    client_user: str | None = None,
-    client_label: str | None = None,
-    dest_domain: str | None = None,
-    dest_ip: str | None = None,
-    dest_port: int | None = None,
-    status: int = 403,
-    action: str = "blocked",
-    extra: dict | None = None,
-) -> dict:
+def connect_record(ex: Exchange, status: int = 403) -> dict:
     """The record of a refused CONNECT: no request was ever decrypted, so no http.request."""
-    ex = Exchange(
-        timestamp=timestamp, flow_id=flow_id, action=action, reason=reason, rules=rules,
-        ruleset=ruleset, client_ip=client_ip, client_port=client_port, client_user=client_user,
-        client_label=client_label, dest_domain=dest_domain, dest_ip=dest_ip, dest_port=dest_port,
-        extra=extra or {},
-    )
     record = _base(ex)
     record["http"] = {"request": {"method": "CONNECT"}, "response": {"status_code": status}}
     return _finish(record, ex)
 
 
-def tunnel_record(
-    *,
-    timestamp: float,
-    flow_id: str,
-    duration: float,
-    bytes_up: int,
-    bytes_down: int,
-    rules: list[str],
-    sni: str | None = None,
-    action: str = "allowed",
-    reason: str | None = None,
-    ruleset: str | None = None,
-    client_ip: str | None = None,
-    client_port: int | None = None,
-    client_user: str | None = None,
-    client_label: str | None = None,
-    dest_domain: str | None = None,
-    dest_ip: str | None = None,
-    dest_port: int | None = None,
-    extra: dict | None = None,
-) -> dict:
+def tunnel_record(ex: Exchange, *, bytes_up: int, bytes_down: int) -> dict:
     """The record of a TLS passthrough tunnel: not decrypted, so only sizes and timing."""
-    ex = Exchange(
-        timestamp=timestamp, flow_id=flow_id, action=action, reason=reason, duration=duration,
-        rules=rules, ruleset=ruleset, client_ip=client_ip, client_port=client_port,
-        client_user=client_user, client_label=client_label, dest_domain=dest_domain,
-        dest_ip=dest_ip, dest_port=dest_port, sni=sni, extra=extra or {},
-    )
     record = _base(ex)
     # ECS names bytes sent by the client `client.bytes` and by the server `destination.bytes`.
     record.setdefault("client", {})["bytes"] = bytes_up

@@ -140,14 +140,13 @@ class BodyLog:
         action, reason = _action(st, error=False)
         rules = st.rules
         ident = st.identity
-        await self._submit(connect_record(
-            timestamp=st.started, flow_id=flow.id, reason=reason or "refused", rules=_rules(st),
+        await self._submit(connect_record(Exchange(
+            timestamp=st.started, flow_id=flow.id, action=action, reason=reason or "refused", rules=_rules(st),
             ruleset=rules.version if rules else None,
             client_ip=flow.client_conn.peername[0], client_port=flow.client_conn.peername[1],
             client_user=ident.user if ident else None, client_label=ident.client if ident else None,
             dest_domain=flow.request.host, dest_port=flow.request.port,
-            status=flow.response.status_code if flow.response else 403, action=action,
-        ))
+        ), status=flow.response.status_code if flow.response else 403))
 
     async def _record(self, flow: http.HTTPFlow, *, error: bool) -> None:
         st = flow_state(flow)

@@ -31,7 +31,7 @@ from mitmproxy.proxy.layers.tls import parse_client_hello, starts_like_tls_recor
 from mitmproxy.tls import ClientHelloData, TlsData
 
 from clearwall.audit.errors import AuditError
-from clearwall.audit.record import tunnel_record
+from clearwall.audit.record import Exchange, tunnel_record
 from clearwall.mitm import respond
 from clearwall.mitm.access import MISMATCH_RULE, _same_host
 from clearwall.mitm.guard import guarded
@@ -187,13 +187,14 @@ class Passthrough:
             return
         t, ident = relay.tunnel, relay.tunnel.identity
         server = flow.server_conn.peername if flow is not None and flow.server_conn.peername else None
-        rec = tunnel_record(
+        rec = tunnel_record(Exchange(
             timestamp=relay.started, flow_id=relay.flow_id or f"tunnel-{id(relay):x}",
-            duration=self.clock() - relay.started, bytes_up=relay.bytes_up, bytes_down=relay.bytes_down,
+            duration=self.clock() - relay.started,
             rules=[relay.destination] if relay.action != "blocked" else [MISMATCH_RULE, relay.destination],
             sni=relay.sni, action=relay.action, reason=relay.reason, ruleset=t.rules.version,
             client_ip=peer[0], client_port=peer[1], client_user=ident.user, client_label=ident.client,
-            dest_domain=t.host, dest_ip=server[0] if server else None, dest_port=t.port)
+            dest_domain=t.host, dest_ip=server[0] if server else None, dest_port=t.port),
+            bytes_up=relay.bytes_up, bytes_down=relay.bytes_down)
         try:
             w.submit(rec)
         except AuditError as e:
