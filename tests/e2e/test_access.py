@@ -63,7 +63,7 @@ def test_allowed_request_reaches_upstream_with_body_intact_and_is_logged(proxy, 
     assert b'"ok": true' in body
     assert upstream.requests[before].body == b'{"title": "hello"}'
     assert upstream.requests[before].path == "/repos/acme/app"
-    rec = next(r for r in proxy.wait_records(1) if r.get("url", {}).get("full", "").endswith("/repos/acme/app"))
+    rec = proxy.record_for_url("/repos/acme/app")
     assert rec["event"]["action"] == "allowed"
     assert rec["rule"]["name"] == ["github-api"]
     assert rec["http"]["request"]["body"]["content"] == '{"title": "hello"}'
@@ -143,7 +143,7 @@ def test_client_scoped_destination_needs_credentials_then_allows(proxy, upstream
     r = session(proxy, "github-mcp", "s3cret-token").get(url, timeout=10)
     assert r.status_code == 200
     assert "proxy-authorization" not in upstream.requests[-1].headers
-    rec = proxy.wait_records(1) and next(r for r in reversed(proxy.records()) if r.get("url", {}).get("full", "").endswith("/file.txt"))
+    rec = proxy.record_for_url("/file.txt")
     assert rec["labels"]["client"] == "github-mcp"
     assert "s3cret-token" not in (proxy.log_dir / "flows.jsonl").read_text()
 

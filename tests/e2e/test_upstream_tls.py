@@ -145,5 +145,5 @@ def test_upstream_certificate_failure_is_logged_with_its_reason(env):
         time.sleep(0.1)
     line = lines[0]
     assert "certificate" in line.lower()
-    rec = next(r for r in reversed(proxy.wait_records(1)) if r.get("url", {}).get("full", "").endswith("/why"))
+    rec = proxy.record_for_url("/why")
     assert rec["event"]["action"] == "error"

@@ -100,7 +100,23 @@ class Proxy:
         f = self.log_dir / "flows.jsonl"
         if not f.exists():
             return []
-        return [json.loads(line) for line in f.read_text().splitlines() if line.strip()]
+        # The writer may be half-way through the last line: only complete lines are records.
+        complete = f.read_text().split("\n")[:-1]
+        return [json.loads(line) for line in complete if line.strip()]
+
+    def wait_record(self, predicate, timeout: float = 10.0) -> dict:
+        """The newest record for which `predicate(record)` holds, waiting for the writer."""
+        deadline = time.monotonic() + timeout
+        while True:
+            for r in reversed(self.records()):
+                if predicate(r):
+                    return r
+            if time.monotonic() > deadline:
+                raise AssertionError("no matching log record")
+            time.sleep(0.05)
+
+    def record_for_url(self, suffix: str, timeout: float = 10.0) -> dict:
+        return self.wait_record(lambda r: r.get("url", {}).get("full", "").endswith(suffix), timeout)
 
     def wait_records(self, n: int, timeout: float = 5.0) -> list[dict]:
         deadline = time.monotonic() + timeout
