@@ -90,3 +90,15 @@ def test_log_gate_refuses_while_the_log_cannot_be_written(runtime):
         gate.requestheaders(f)
     assert f.response.status_code == 502
     assert _refusal(f)["error"] == "inspection_error" and _refusal(f)["rule"] == "body-log"
+
+
+def test_a_response_to_a_flow_no_policy_decided_is_refused_not_passed(runtime):
+    import asyncio
+
+    from clearwall.mitm.content import ContentFilters
+
+    addon = ContentFilters(runtime)
+    with taddons.context(addon):
+        f = tflow.tflow(resp=True)  # no Clearwall state: Access never decided this request
+        asyncio.run(addon.response(f))
+    assert f.response.status_code == 502 and _refusal(f)["error"] == "inspection_error"

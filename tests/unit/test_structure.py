@@ -109,8 +109,10 @@ def test_the_chain_dispatches_every_child_hook_in_order_and_nothing_else():
         async def requestheaders(self, flow):
             calls.append("async")
 
-    chain.children = [Async(), Sync(), Async()]
     from clearwall.mitm.addons import _dispatcher
 
-    asyncio.run(_dispatcher("requestheaders", [c.requestheaders for c in chain.children])(object()))
+    children = [Async(), Sync(), Async()]
+    asyncio.run(_dispatcher("requestheaders", [c.requestheaders for c in children])(object()))
     assert calls == ["async", "sync", "async"]
+    sync_only = _dispatcher("configure", [Sync().requestheaders])
+    assert not asyncio.iscoroutinefunction(sync_only)  # mitmproxy calls configure/load synchronously

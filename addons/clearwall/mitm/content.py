@@ -50,6 +50,16 @@ def caps(rules: RuleSet, st: FlowState) -> tuple[int | None, int | None]:
     return rules.settings.limits.request_body, rules.settings.limits.response_body
 
 
+def _over_cap(st: FlowState, side: str, size: int | str | None, cap: int | None) -> Refusal | None:
+    """The size refusal for a body of `size` bytes (a Content-Length string or a count), if over."""
+    if isinstance(size, str):
+        size = int(size) if size.isdigit() else None
+    if cap is None or size is None or size <= cap:
+        return None
+    rule = st.decision.destination if st.decision and st.decision.destination else SIZE_RULE
+    return Refusal(f"{side}_too_large", rule, f"{side} body of {size} bytes is over the {cap}-byte cap")
+
+
 def _headers_text(headers: http.Headers, skip: frozenset[str]) -> str:
     return "\n".join(f"{k}: {v}" for k, v in headers.items(multi=True) if k.lower() not in skip)
 
@@ -89,11 +99,9 @@ class ContentFilters:
         if flow.response is not None:
             return
         st = flow_state(flow)
-        cap = caps(st.rules, st)[0]
-        length = flow.request.headers.get("content-length")
-        if cap is not None and length and length.isdigit() and int(length) > cap:
-            respond.refuse(flow, Refusal("request_too_large", st.decision.destination if st.decision and st.decision.destination else SIZE_RULE,
-                                         f"request body of {length} bytes is over the {cap}-byte cap"))
+        refusal = _over_cap(st, "request", flow.request.headers.get("content-length"), caps(st.rules, st)[0])
+        if refusal is not None:
+            respond.refuse(flow, refusal)
 
     @guarded
     async def request(self, flow: http.HTTPFlow) -> None:
@@ -103,9 +111,8 @@ class ContentFilters:
         rules = st.rules
         cap = caps(rules, st)[0]
         body = flow.request.raw_content or b""
-        if cap is not None and len(body) > cap:
-            return respond.refuse(flow, Refusal("request_too_large", st.decision.destination or SIZE_RULE,
-                                                f"request body of {len(body)} bytes is over the {cap}-byte cap"))
+        if (refusal := _over_cap(st, "request", len(body), cap)) is not None:
+            return respond.refuse(flow, refusal)
         if not rules.filters:
             return
         scanner = self._scanner(rules)
@@ -133,24 +140,24 @@ class ContentFilters:
         st = flow_state(flow)
         if st.refusal is not None or st.rules is None:
             return
-        cap = caps(st.rules, st)[1]
-        length = flow.response.headers.get("content-length")
-        if cap is not None and length and length.isdigit() and int(length) > cap:
-            self._refuse_streaming(flow, Refusal("response_too_large", st.decision.destination if st.decision else SIZE_RULE,
-                                                 f"response body of {length} bytes is over the {cap}-byte cap"))
+        refusal = _over_cap(st, "response", flow.response.headers.get("content-length"), caps(st.rules, st)[1])
+        if refusal is not None:
+            self._refuse_streaming(flow, refusal)
 
     @guarded
     async def response(self, flow: http.HTTPFlow) -> None:
         st = flow_state(flow)
-        if st.refusal is not None or st.rules is None or flow.response.stream:
+        if st.refusal is not None or flow.response.stream:
             return
+        if st.rules is None:
+            # No policy addon decided this flow (it should be impossible): never pass it unchecked.
+            return respond.inspection_error(flow, "response without a decided request")
         rules = st.rules
         cap = caps(rules, st)[1]
         resp = flow.response
         body = resp.raw_content or b""
-        if cap is not None and len(body) > cap:
-            return respond.refuse(flow, Refusal("response_too_large", st.decision.destination or SIZE_RULE,
-                                                f"response body of {len(body)} bytes is over the {cap}-byte cap"))
+        if (refusal := _over_cap(st, "response", len(body), cap)) is not None:
+            return respond.refuse(flow, refusal)
         if not rules.filters:
             return
         scanner = self._scanner(rules)
