@@ -50,6 +50,13 @@ TRICKY = [
     r"[\d\s]k",
     r"_\B.",
     r"(a)?(?(1)b|c)",
+    # Leading one-character lookbehinds become a consumed `(?:^|[^X])` in the prefilter.
+    r"(?<![\w-])\d{2}",
+    r"(?<![a-z])(?!x)k[ab]",
+    r"(?i)(?<![k])s+",
+    r"(?<!é)a",
+    r"(?<![^a])b",
+    r"(?<![A-Za-z0-9_.+-])(?:\d{2}[ -]?){2}\d",
 ]
 
 ALPHABET = "abcksiyzxe KASIB_-@.0123\n\t\u212a\u017f\u0130é日\u00a0\u0663"

@@ -118,12 +118,13 @@ def check_pattern(pattern: str) -> None:
 class _Prefilter:
     """Hyperscan databases per distinct set of filters a target uses (shared, read-only).
 
-    Filters anchored on a literal of >= 3 bytes share one database; class-only filters (card
-    numbers, e-mail addresses) get a second one, because a single class-only pattern would
-    slow the whole literal-anchored database several times over.
+    Filters with any required literal (even one byte: `@`, `Q~`, `SK`) share one database,
+    where their literals join the shared literal matcher almost for free (measured: +0.02 ms
+    per MiB each for most). Literal-free filters (card numbers) get a second database: such a
+    pattern runs an automaton over every byte, and inside the shared one it cost more still.
     """
 
-    ANCHOR = 3
+    ANCHOR = 1
 
     def __init__(self, filters: list[_Filter], targets: Iterable[str]) -> None:
         self._local = threading.local()
@@ -217,7 +218,7 @@ class Scanner:
         want_hs = engine != "regex" and _hs is not None
         self.filters = [_Filter(i, s, want_hs) for i, s in enumerate(specs)]
         self._watched: dict[str, bool] = {}  # target -> any filter applies (a pure cache)
-        self._applicable: dict[str, list[_Filter]] = {}  # target -> the filters that apply
+        self._plans: dict[str, _Plan] = {}  # target -> which filters apply, and how (a pure cache)
         names = [f.spec.name for f in self.filters]
         if len(set(names)) != len(names):
             raise PatternError("filter names must be unique")
@@ -258,13 +259,13 @@ class Scanner:
         if deadline is None:
             deadline = time.monotonic() + self.budget(len(text))
         base = target.split("|", 1)[0]
-        applicable = self._applicable.get(base)
-        if applicable is None:
-            applicable = self._applicable[base] = [f for f in self.filters if f.applies(base)]
-        if not applicable:
+        plan = self._plans.get(base)
+        if plan is None:
+            plan = self._plans[base] = _Plan([f for f in self.filters if f.applies(base)])
+        if not plan.applicable:
             return []
         if self._prefilter is None:
-            return self._confirm_all(applicable, text, target, deadline)
+            return self._confirm_all(plan.applicable, text, target, deadline)
         data = relax.prefilter_bytes(text)
         _remaining(deadline)
         try:
@@ -272,12 +273,19 @@ class Scanner:
         except _hs.error as exc:  # fail closed: the reference engine gives the same answer
             _remaining(deadline)  # a scan we stopped for time is a timeout, not an engine fault
             log.warning("hyperscan scan failed, confirming with regex: %s", exc)
-            return self._confirm_all(applicable, text, target, deadline)
+            return self._confirm_all(plan.applicable, text, target, deadline)
+        if not hits and not plan.regex_only:
+            return []  # clean text: the common case, decided without touching a filter
+        # Only filters with candidates (and those without a prefilter), in filter order: the
+        # reference's order. Hits of filters that do not apply here (same database) are skipped.
+        chosen = [plan.by_index[i] for i in hits if i in plan.by_index]
+        chosen.extend(plan.regex_only)
+        chosen.sort(key=_index)
         out: list[Match] = []
-        for f in applicable:
+        for f in chosen:
             if f.hs_expr is None:
                 out.extend(self._confirm(f, text, target, deadline))
-            elif f.index in hits:
+            else:
                 ends = hits[f.index] if f.width < relax.UNBOUNDED else None
                 out.extend(self._confirm(f, text, target, deadline, ends))
         return out
@@ -316,6 +324,21 @@ class Scanner:
         from .stream import StreamScan
 
         return StreamScan(self, target, overlap=overlap or self.overlap)
+
+
+class _Plan:
+    """The filters that apply to one target: all, those with a prefilter by index, the rest."""
+
+    __slots__ = ("applicable", "by_index", "regex_only")
+
+    def __init__(self, applicable: list[_Filter]) -> None:
+        self.applicable = applicable
+        self.by_index = {f.index: f for f in applicable if f.hs_expr is not None}
+        self.regex_only = [f for f in applicable if f.hs_expr is None]
+
+
+def _index(f: _Filter) -> int:
+    return f.index
 
 
 def _windows(ends: list[int], width: int, margin: int) -> list[tuple[int, int]]:

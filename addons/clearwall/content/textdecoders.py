@@ -58,8 +58,16 @@ def score(text: str) -> float:
     return sum(1 for c in sample if c.isalnum() or c == " ") / len(sample)
 
 
+def has_percent(text: str) -> bool:
+    return "%" in text and _PERCENT.search(text) is not None
+
+
+def has_entity(text: str) -> bool:
+    return "&" in text and _ENTITY.search(text) is not None
+
+
 def percent(text: str) -> str | None:
-    if "%" not in text or not _PERCENT.search(text):
+    if not has_percent(text):
         return None
     return unquote(text, errors="surrogateescape")
 
@@ -77,7 +85,7 @@ def json_escapes(text: str) -> str | None:
 
 
 def html_entities(text: str) -> str | None:
-    if "&" not in text or not _ENTITY.search(text):
+    if not has_entity(text):
         return None
     out = html.unescape(text)
     return out if out != text else None
