@@ -187,3 +187,22 @@ def test_a_pattern_that_can_match_nothing_is_refused(pattern):
 @pytest.mark.parametrize("pattern", [r"a+", r"(?:ab){e<=1}", r"[[:alpha:]]+"])
 def test_patterns_that_always_consume_are_accepted(pattern):
     assert Scanner([FilterSpec("e", pattern)], engine="regex").filters
+
+
+@pytest.mark.parametrize(
+    "pattern, starts_with",
+    [
+        # A one-character lookbehind is consumed: digit runs inside hex digests stop being candidates.
+        (r"(?<![A-Za-z0-9_.+-])(?:[0-9]{4}[ -]?){3}[0-9]{1,7}", rb"(?:^|["),
+        # After common punctuation (`://`), a rare character anchors the prefilter instead.
+        (r"\b(?:https?|git)://(?P<user>[^:/\s@]{1,64}):(?P<secret>[^@/\s]{4,128})@[a-z.-]{1,253}", rb"\x40"),
+        # A first literal with letters stays the anchor.
+        (r"\bghp_[A-Za-z0-9]{36}\b", rb"\x67\x68\x70\x5f"),
+        # A lookbehind before a trimmed class run says nothing about the suffix: no guard.
+        (r"(?<![\w-])[0-9]{3}-[0-9]{2}-[0-9]{4}", rb"\x2d"),
+    ],
+)
+def test_prefilter_forms_that_keep_hyperscan_fast(pattern, starts_with):
+    from clearwall.content import relax
+
+    assert relax.hyperscan_pattern(pattern).startswith(starts_with)

@@ -57,9 +57,12 @@ TRICKY = [
     r"(?<!é)a",
     r"(?<![^a])b",
     r"(?<![A-Za-z0-9_.+-])(?:\d{2}[ -]?){2}\d",
+    # A first literal of common punctuation gives way to a later rare one as the anchor.
+    r"(?:ab|k)://[^:/\s]{1,8}:[^@\s]{2,8}@[a-z.]{1,20}",
+    r"-[ab]{1,3}@k",
 ]
 
-ALPHABET = "abcksiyzxe KASIB_-@.0123\n\t\u212a\u017f\u0130é日\u00a0\u0663"
+ALPHABET = "abcksiyzxe KASIB_-@.:/0123\n\t\u212a\u017f\u0130é日\u00a0\u0663"
 
 
 def pair(specs: list[FilterSpec], **kw) -> tuple[Scanner, Scanner]:

@@ -335,10 +335,41 @@ def _leading_guard(items: list, kept: int, flags: int) -> str:
     return ""
 
 
+# Punctuation API traffic is full of (URLs, JSON): a poor literal to anchor a prefilter on.
+_COMMON_PUNCTUATION = frozenset(b":/.-_=,\"&? ")
+# Characters that are rare in API traffic: a literal holding one is a good anchor.
+_RARE = frozenset(b"@~^|`$!;*")
+
+
+def _rare_anchor(items: list) -> int:
+    """Where the prefilter should start: 0, or the top-level literal holding a rare character
+    when the pattern's first top-level literal is only common punctuation.
+
+    `https?://user:secret@host`: Hyperscan ran the user-name class after every `://` of every
+    URL in a JSON body (0.7 ms per MiB of GitHub-style JSON); from `@` on it costs nothing. Any
+    match of the pattern ending at q contains a match of its suffix ending at q, so the suffix is
+    still a superset for the end offsets the scanner confirms around.
+    """
+    runs: list[tuple[int, bytes]] = []
+    for i, (op, av) in enumerate(items):
+        if op is C.LITERAL and av < 128:
+            if runs and runs[-1][0] + len(runs[-1][1]) == i:
+                runs[-1] = (runs[-1][0], runs[-1][1] + bytes([av]))
+            else:
+                runs.append((i, bytes([av])))
+    if not runs or not set(runs[0][1]) <= _COMMON_PUNCTUATION:
+        return 0
+    for start, run in runs[1:]:
+        if set(run) & _RARE:
+            return start
+    return 0
+
+
 def hyperscan_pattern(pattern: str) -> bytes:
     """The relaxed, pure-ASCII Hyperscan expression for `pattern` (raises Unrelaxable)."""
     parsed = _parse(pattern)
     items = list(parsed.data)
+    items = items[_rare_anchor(items):]
     suffix = _trim_leading_runs(items)
     flags = parsed.state.flags
     guard = _leading_guard(items, len(items) - len(suffix), flags)
