@@ -177,13 +177,13 @@ class BodyLog:
             dest_domain=req.host,
             dest_ip=st.resolved_ip,
             dest_port=req.port,
-            url=req.pretty_url,
+            url=req.url,
             http_version=req.http_version,
             method=req.method,
-            request_headers=list(req.headers.items(multi=True)),
+            request_headers=_header_list(req.headers),
             request_body=req.raw_content,
             status=resp.status_code if resp else None,
-            response_headers=list(resp.headers.items(multi=True)) if resp else [],
+            response_headers=_header_list(resp.headers) if resp else [],
             response_body=(bytes(st.stream_log.kept) if st.stream_log is not None
                            else resp.raw_content if resp and not resp.stream else None),
             sni=flow.client_conn.sni,
@@ -205,3 +205,8 @@ class BodyLog:
                 {"kind": r.kind, "rule": r.rule, "message": r.message} for r in st.would_block]}
         held = len(ex.request_body or b"") + len(ex.response_body or b"")
         await self._submit(lambda: _build(ex, st.stream_log), held_bytes=held)
+
+
+def _header_list(headers: http.Headers) -> list[tuple[str, str]]:
+    """(name, value) pairs decoded as mitmproxy decodes them, without its per-item overhead."""
+    return [(k.decode("utf-8", "surrogateescape"), v.decode("utf-8", "surrogateescape")) for k, v in headers.fields]

@@ -13,6 +13,7 @@ meant to travel in, to a destination the allowlist already approved; they are no
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections import OrderedDict
 
@@ -61,7 +62,15 @@ def _over_cap(st: FlowState, side: str, size: int | str | None, cap: int | None)
 
 
 def _headers_text(headers: http.Headers, skip: frozenset[str]) -> str:
-    return "\n".join(f"{k}: {v}" for k, v in headers.items(multi=True) if k.lower() not in skip)
+    # From the raw fields, decoded once the way mitmproxy decodes each header (half the cost).
+    skip_raw = _raw_names(skip)
+    return b"\n".join(k + b": " + v for k, v in headers.fields if k.lower() not in skip_raw).decode(
+        "utf-8", "surrogateescape")
+
+
+@functools.lru_cache(maxsize=8)
+def _raw_names(names: frozenset[str]) -> frozenset[bytes]:
+    return frozenset(n.lower().encode("utf-8", "surrogateescape") for n in names)
 
 
 _SCANNERS: OrderedDict[str, Scanner] = OrderedDict()  # by rules version; shared by every addon
@@ -117,7 +126,8 @@ class ContentFilters:
             return
         scanner = self._scanner(rules)
         req = flow.request
-        url = inspect_text(scanner, "request.url", req.pretty_url)
+        # `url`, not `pretty_url` (6x the cost): Access refused any Host header naming another host.
+        url = inspect_text(scanner, "request.url", req.url)
         if apply_inspection(flow, st, url, "request.url", "content_blocked"):
             return
         heads = inspect_text(scanner, "request.headers", _headers_text(req.headers, CREDENTIAL_HEADERS))
