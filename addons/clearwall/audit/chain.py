@@ -16,20 +16,49 @@ import orjson
 
 GENESIS = "0" * 64
 
-_OPTS = orjson.OPT_NON_STR_KEYS
+_NON_STR_KEYS = orjson.OPT_NON_STR_KEYS
 
 
 def encode(record: dict) -> bytes:
-    """Compact JSON of a record, keys in insertion order, UTF-8."""
-    return orjson.dumps(record, option=_OPTS)
+    """Compact JSON of a record, keys in insertion order, UTF-8.
+
+    Non-string keys (from `extra`) are written as strings. orjson's option for them slows
+    every record by half, so it is used only for the rare record that needs it: its output
+    for string keys is the same.
+    """
+    try:
+        return orjson.dumps(record)
+    except TypeError:  # orjson.JSONEncodeError is a TypeError
+        return orjson.dumps(record, option=_NON_STR_KEYS)
 
 
 def seal(record: dict, prev_hash: str) -> tuple[bytes, str]:
     """The line (with newline) to write for record, chained to prev_hash, and its hash.
 
-    record is not modified: `log` is moved last in a shallow copy, keeping other `log.*` fields.
+    record is not modified: `log` goes last, keeping other `log.*` fields.
     """
-    log = {k: v for k, v in record["log"].items() if k not in ("hash", "prev_hash")} if isinstance(record.get("log"), dict) else {}
+    if "log" in record:
+        return _seal_with_log(record, prev_hash)
+    # The common case, without copying the record: compact JSON of a dict ends with "}", so
+    # `log` is appended to the encoded bytes exactly where encoding it last would put it.
+    encoded = encode(record)
+    prev = prev_hash.encode("ascii")
+    head = memoryview(encoded)[:-1]
+    if len(encoded) > 2:  # "{}" has no member to follow
+        log = b',"log":{"prev_hash":"' + prev + b'"'
+    else:
+        log = b'"log":{"prev_hash":"' + prev + b'"'
+    h = hashlib.sha256(prev)
+    h.update(head)
+    h.update(log)
+    h.update(b"}}")
+    digest = h.hexdigest()
+    line = b"".join((head, log, b',"hash":"', digest.encode("ascii"), b'"}}\n'))
+    return line, digest
+
+
+def _seal_with_log(record: dict, prev_hash: str) -> tuple[bytes, str]:
+    log = {k: v for k, v in record["log"].items() if k not in ("hash", "prev_hash")} if isinstance(record["log"], dict) else {}
     log["prev_hash"] = prev_hash
     sealed = {k: v for k, v in record.items() if k != "log"}
     sealed["log"] = log

@@ -5,11 +5,11 @@ Nothing here does I/O; every function is safe to call from any thread.
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import time
+from base64 import b64encode
 from datetime import datetime, timezone
 from functools import lru_cache
+from hashlib import sha256
 from typing import Iterable
 
 REDACTED = "[REDACTED]"
@@ -92,32 +92,25 @@ def body_field(
     """
     if max_bytes is not None and max_bytes < 0:
         raise ValueError(f"max_bytes must be >= 0, not {max_bytes}")
-    digest = hashlib.sha256(data).hexdigest()
+    digest = sha256(data).hexdigest()
     kept = data
-    secrets = tuple(s for s in secrets if s)
     if secrets:
-        # Before the cut, so a secret straddling the cut cannot leave its first half behind.
-        kept = scrub_bytes(kept, secrets)
+        secrets = tuple(s for s in secrets if s)
+        if secrets:
+            # Before the cut, so a secret straddling the cut cannot leave its first half behind.
+            kept = scrub_bytes(kept, secrets)
     truncated = max_bytes is not None and len(kept) > max_bytes
-    text: str | None = None
-    if not is_binary_type(content_type):
-        cut = utf8_prefix(kept, max_bytes) if truncated else kept
+    if not (content_type and is_binary_type(content_type)):
         try:
-            text = cut.decode("utf-8")
+            # One decode decides text versus base64: no separate validity scan.
+            text = (utf8_prefix(kept, max_bytes) if truncated else kept).decode("utf-8")
+            return {"bytes": len(data), "content": text, "encoding": "utf-8",
+                    "truncated": truncated, "sha256": digest}
         except UnicodeDecodeError:
-            text = None
-    if text is not None:
-        content, encoding = text, "utf-8"
-    else:
-        cut = kept[:max_bytes] if truncated else kept
-        content, encoding = base64.b64encode(cut).decode("ascii"), "base64"
-    return {
-        "bytes": len(data),
-        "content": content,
-        "encoding": encoding,
-        "truncated": truncated,
-        "sha256": digest,
-    }
+            pass
+    cut = kept[:max_bytes] if truncated else kept
+    return {"bytes": len(data), "content": b64encode(cut).decode("ascii"), "encoding": "base64",
+            "truncated": truncated, "sha256": digest}
 
 
 def redact_headers(
@@ -131,7 +124,7 @@ def redact_headers(
     contains one of `secrets` (injected credentials), become [REDACTED].
     """
     redact = _lowered(names) if isinstance(names, frozenset) else {n.lower() for n in names}
-    secrets = tuple(s for s in secrets if s)
+    secrets = tuple(s for s in secrets if s) if secrets else ()
     out: dict[str, list[str] | str] = {}
     for name, value in headers:
         key = name.lower()
@@ -152,6 +145,12 @@ def _second(second: int) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S.", time.gmtime(second))
 
 
+_MILLIS = tuple(f"{ms:03d}Z" for ms in range(1000))
+# (second, its formatted prefix) of the last timestamp: records arrive many per second, and
+# replacing the whole tuple at once keeps it consistent when two threads format timestamps.
+_last_second: tuple[int, str] = (0, _second(0))
+
+
 @lru_cache(maxsize=64)
 def _lowered(names: frozenset[str]) -> frozenset[str]:
     return frozenset(n.lower() for n in names)
@@ -159,10 +158,13 @@ def _lowered(names: frozenset[str]) -> frozenset[str]:
 
 def iso_timestamp(epoch: float) -> str:
     """ECS @timestamp: ISO 8601 UTC with milliseconds, e.g. 2026-11-22T06:22:01.123Z."""
-    # Records arrive many per second: format the second once (strftime dominated build time).
+    global _last_second
     ms = int(epoch * 1000)  # truncated, as ECS producers do: never a time in the future
     second, millis = divmod(ms, 1000)
-    return f"{_second(second)}{millis:03d}Z"
+    last = _last_second
+    if last[0] != second:
+        last = _last_second = (second, _second(second))
+    return last[1] + _MILLIS[millis]
 
 
 def parse_timestamp(text: str) -> float:

@@ -25,7 +25,7 @@ DEFAULT_REDACT = frozenset(
 DEFAULT_MAX_BODY = 1024 * 1024
 
 
-@dataclass
+@dataclass(slots=True)
 class Message:
     """One WebSocket message: direction is "client" (client to server) or "server"."""
 
@@ -35,9 +35,13 @@ class Message:
     action: str = "allowed"
 
 
-@dataclass
+@dataclass(slots=True)
 class Exchange:
-    """Everything the log knows about one HTTP exchange (or WebSocket connection)."""
+    """Everything the log knows about one HTTP exchange (or WebSocket connection).
+
+    Slotted: the writer thread reads ~30 fields of every exchange, and creating one is cheaper
+    on the event loop.
+    """
 
     timestamp: float
     flow_id: str
@@ -81,45 +85,72 @@ def _content_type(headers: list[tuple[str, str]]) -> str | None:
     return None
 
 
-def _duration_ns(seconds: float | None) -> int | None:
-    # ECS event.duration is an integer number of nanoseconds.
-    return None if seconds is None else int(round(seconds * 1e9))
-
-
 def _check_action(action: str) -> None:
     if action not in ACTIONS:
         raise ValueError(f"event.action must be one of {sorted(ACTIONS)}, not {action!r}")
 
 
-def _known(*pairs: tuple[str, Any]) -> dict:
-    """A dict of the (name, value) pairs whose value is known (not None)."""
-    return {k: v for k, v in pairs if v is not None}
-
-
 def _base(ex: Exchange) -> dict:
-    """The parts every record shape shares, already without empty parts."""
+    """The parts every record shape shares, without empty parts.
+
+    Written as plain assignments, in the SPEC's key order: this runs once per record in the
+    writer thread, where building (name, value) pairs and filtering them cost more than the
+    hashing and encoding of a 4 KiB body together.
+    """
     _check_action(ex.action)
-    record = {
-        "@timestamp": iso_timestamp(ex.timestamp),
-        "event": _known(("id", ex.flow_id), ("action", ex.action), ("reason", ex.reason),
-                        ("duration", _duration_ns(ex.duration))),
-        "rule": _known(("name", list(ex.rules) if ex.rules else None), ("ruleset", ex.ruleset)),
-        "client": _known(("ip", ex.client_ip), ("port", ex.client_port),
-                         ("user", {"name": ex.client_user} if ex.client_user is not None else None)),
-        "labels": _known(("client", ex.client_label)),
-        "destination": _known(("domain", ex.dest_domain), ("ip", ex.dest_ip), ("port", ex.dest_port)),
-        "url": _known(("full", ex.url)),
-        "tls": {"client": {"server_name": ex.sni}} if ex.sni is not None else None,
-        "mcp": _known(("method", ex.mcp_method), ("tool", ex.mcp_tool), ("id", ex.mcp_id)),
+    record = {"@timestamp": iso_timestamp(ex.timestamp)}
+    event = {"id": ex.flow_id} if ex.flow_id is not None else {}
+    event["action"] = ex.action
+    if ex.reason is not None:
+        event["reason"] = ex.reason
+    if ex.duration is not None:
+        event["duration"] = round(ex.duration * 1e9)  # ECS: integer nanoseconds
+    record["event"] = event
+    if ex.rules or ex.ruleset is not None:
+        rule = {"name": list(ex.rules)} if ex.rules else {}
+        if ex.ruleset is not None:
+            rule["ruleset"] = ex.ruleset
+        record["rule"] = rule
+    client = {}
+    if ex.client_ip is not None:
+        client["ip"] = ex.client_ip
+    if ex.client_port is not None:
+        client["port"] = ex.client_port
+    if ex.client_user is not None:
+        client["user"] = {"name": ex.client_user}
+    if client:
+        record["client"] = client
+    if ex.client_label is not None:
+        record["labels"] = {"client": ex.client_label}
+    dest = {}
+    if ex.dest_domain is not None:
+        dest["domain"] = ex.dest_domain
+    if ex.dest_ip is not None:
+        dest["ip"] = ex.dest_ip
+    if ex.dest_port is not None:
+        dest["port"] = ex.dest_port
+    if dest:
+        record["destination"] = dest
+    if ex.url is not None:
+        record["url"] = {"full": ex.url}
+    if ex.sni is not None:
+        record["tls"] = {"client": {"server_name": ex.sni}}
+    if ex.mcp_method is not None or ex.mcp_tool is not None or ex.mcp_id is not None:
+        mcp = {}
+        if ex.mcp_method is not None:
+            mcp["method"] = ex.mcp_method
+        if ex.mcp_tool is not None:
+            mcp["tool"] = ex.mcp_tool
+        if ex.mcp_id is not None:
+            mcp["id"] = ex.mcp_id
+        record["mcp"] = mcp
+    if ex.matches:
         # Only where and which rule matched: the matched text itself may be the secret.
-        "clearwall": {
-            "matches": [
-                {"rule": m.get("rule"), "where": m.get("where"), "action": m.get("action")}
-                for m in ex.matches
-            ]
-        } if ex.matches else None,
-    }
-    return {k: v for k, v in record.items() if v}
+        record["clearwall"] = {"matches": [
+            {"rule": m.get("rule"), "where": m.get("where"), "action": m.get("action")}
+            for m in ex.matches
+        ]}
+    return record
 
 
 def _http_part(ex: Exchange, first_key: str, first, headers, body) -> dict:

@@ -10,13 +10,13 @@ with inspection_error) and is retried until it succeeds: no record is dropped.
 from __future__ import annotations
 
 import logging
-import queue
 import threading
 import time
 from pathlib import Path
 from typing import Any, Callable
 
 from clearwall.audit import chain
+from clearwall.audit.batchqueue import BatchQueue, Full
 from clearwall.audit.errors import AuditError, LogBackpressure, LogClosed
 from clearwall.audit.livefile import LiveFile, utc_day
 from clearwall.audit.record import Exchange, build_record, error_record
@@ -75,7 +75,7 @@ class LogWriter:
         self.batch_max = batch_max
         self._open_sink = open_sink
         self.build_errors = 0  # records that could not be shaped; an error record stands in
-        self._q: queue.Queue = queue.Queue(maxsize=max_queue)
+        self._q = BatchQueue(max_queue)
         # Body bytes held by queued Exchanges: they reference whole bodies (up to the size caps)
         # until the writer has hashed them, so the queue is bounded in bytes as well as records.
         self._queued_bytes = 0
@@ -169,7 +169,7 @@ class LogWriter:
             self._queued_bytes += size
         try:
             self._q.put_nowait((item, size))
-        except queue.Full:
+        except Full:
             with self._bytes_lock:
                 self._queued_bytes -= size
             raise LogBackpressure(
@@ -205,10 +205,7 @@ class LogWriter:
             return
         deadline = time.monotonic() + timeout
         self._accepting = False
-        try:
-            self._q.put(_STOP, timeout=max(0.0, deadline - time.monotonic()))
-        except queue.Full:
-            self._abort.set()
+        self._q.put_nowait(_STOP, force=True)  # behind every record already accepted
         self._thread.join(max(0.0, deadline - time.monotonic()))
         if self._thread.is_alive():
             self._abort.set()
@@ -241,8 +238,10 @@ class LogWriter:
             if stopping:
                 break
             batch = self._take(tick)
-            if batch and batch[-1] is _STOP:
-                batch.pop()
+            if _STOP in batch:
+                # A record that raced close() may follow the marker: it was accepted, so it
+                # is written too.
+                batch = [entry for entry in batch if entry is not _STOP]
                 stopping = True
             if batch:
                 self._seal(batch)
@@ -253,16 +252,13 @@ class LogWriter:
         self._file.close()
 
     def _take(self, tick: float) -> list:
-        try:
-            batch = [self._q.get(timeout=tick)]
-        except queue.Empty:
-            return []
-        while len(batch) < self.batch_max and batch[-1] is not _STOP:
-            try:
-                batch.append(self._q.get_nowait())
-            except queue.Empty:
-                break
-        taken = sum(entry[1] for entry in batch if entry is not _STOP)
+        batch = self._q.get_batch(self.batch_max, tick)
+        if not batch:
+            return batch
+        taken = 0
+        for entry in batch:
+            if entry is not _STOP:
+                taken += entry[1]
         if taken:
             with self._bytes_lock:
                 self._queued_bytes -= taken
