@@ -130,10 +130,18 @@ def test_global_report_mode_waives_default_deny(tmp_path):
 
 
 def test_explain_trace_lists_rules_in_evaluation_order(rules):
-    d = decide(rules, req("api.github.com", "DELETE", "/repos/a", "gh"))
+    d = decide(rules, req("api.github.com", "DELETE", "/repos/a", "gh"), explain=True)
     sections = [s.section for s in d.trace]
     assert sections[0] == "destination" and sections[-1] == "decision"
     assert [s.rule for s in d.trace if s.outcome == "matched"] == ["github-api"]
+
+
+def test_the_proxy_path_builds_no_trace_and_decides_the_same(rules):
+    target = req("api.github.com", "DELETE", "/repos/a", "gh")
+    quiet, explained = decide(rules, target), decide(rules, target, explain=True)
+    assert quiet.trace == () and explained.trace
+    assert (quiet.refusal, quiet.destination, quiet.would_block) == (
+        explained.refusal, explained.destination, explained.would_block)
 
 
 def auth(user, pw):

@@ -7,6 +7,7 @@ established, and its Host header and SNI must name the host the CONNECT named.
 
 from __future__ import annotations
 
+import functools
 import logging
 
 from mitmproxy import connection, http
@@ -23,6 +24,15 @@ from clearwall.policy.hosts import normalize_host
 
 log = logging.getLogger("clearwall")
 MISMATCH_RULE = "host-mismatch"
+
+
+@functools.lru_cache(maxsize=4096)
+def _authority_host(header: str) -> str:
+    """The host of a Host header (cached: clients repeat the same few on every request)."""
+    try:
+        return url.parse_authority(header, check=False)[0]
+    except ValueError:
+        return header
 
 
 def _same_host(a: str | None, b: str) -> bool:
@@ -102,11 +112,7 @@ class Access:
         header = req.host_header
         if header is None:
             return None
-        try:
-            header_host = url.parse_authority(header, check=False)[0]
-        except ValueError:
-            header_host = header
-        if _same_host(header_host, host):
+        if _same_host(_authority_host(header), host):
             return None
         return Refusal("destination_denied", MISMATCH_RULE, f"Host header {header!r} does not match the destination {host}")
 

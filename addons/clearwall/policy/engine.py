@@ -40,29 +40,36 @@ class Target:
 
 
 class _Evaluation:
-    """One decision in progress: the trace, and refusals waived by report mode."""
+    """One decision in progress: the trace (only when explaining), and refusals waived by
+    report mode. The proxy decides every request and never reads the trace: building one Step
+    per destination per request was most of the decision's cost."""
 
-    def __init__(self, rules: RuleSet, t: Target) -> None:
+    def __init__(self, rules: RuleSet, t: Target, explain: bool) -> None:
         self.rules, self.t = rules, t
-        self.trace: list[Step] = []
+        self.trace: list[Step] | None = [] if explain else None
         self.waived: list[Refusal] = []
+
+    def step(self, rule: str, section: str, outcome: str, detail: str) -> None:
+        if self.trace is not None:
+            self.trace.append(Step(rule, section, outcome, detail))
 
     def refuse(self, kind: str, rule: str, message: str, mode: str, destination: str | None = None) -> Decision | None:
         """A refusal to return, or None when report mode waived it (evaluation goes on)."""
         if mode == "report":
-            self.trace.append(Step(rule, "report", "would_block", message))
+            self.step(rule, "report", "would_block", message)
             self.waived.append(Refusal(kind, rule, message))
             return None
-        self.trace.append(Step(rule, "decision", "refused", message))
-        return Decision(Refusal(kind, rule, message), destination, tuple(self.waived), tuple(self.trace))
+        self.step(rule, "decision", "refused", message)
+        return Decision(Refusal(kind, rule, message), destination, tuple(self.waived), tuple(self.trace or ()))
 
     def allow(self, destination: str | None) -> Decision:
-        return Decision(None, destination, tuple(self.waived), tuple(self.trace))
+        return Decision(None, destination, tuple(self.waived), tuple(self.trace or ()))
 
 
-def decide(rules: RuleSet, t: Target) -> Decision:
-    """Decide a CONNECT (t.path is None) or a request. Pure; never raises for bad input."""
-    ev = _Evaluation(rules, t)
+def decide(rules: RuleSet, t: Target, *, explain: bool = False) -> Decision:
+    """Decide a CONNECT (t.path is None) or a request. Pure; never raises for bad input.
+    `explain` records every step in `Decision.trace` (for `clearwall rules explain`)."""
+    ev = _Evaluation(rules, t, explain)
     try:
         host = normalize_host(t.host)
     except ValueError as e:
@@ -74,9 +81,10 @@ def decide(rules: RuleSet, t: Target) -> Decision:
             if refused:
                 return refused
     matching = [d for d in rules.destinations if d.matches_host(host, t.port, t.scheme)]
-    for d in rules.destinations:
-        ev.trace.append(Step(d.name, "destination", "matched" if d in matching else "skipped",
-                             "host and port match" if d in matching else "host or port differ"))
+    if ev.trace is not None:
+        for d in rules.destinations:
+            ev.step(d.name, "destination", "matched" if d in matching else "skipped",
+                    "host and port match" if d in matching else "host or port differ")
     if not matching:
         return ev.refuse("destination_denied", DEFAULT_RULE, f"no destination allows {host}:{t.port}",
                          rules.settings.mode) or ev.allow(None)
@@ -111,8 +119,8 @@ def _decide_request(ev: _Evaluation, candidates: list[CompiledDestination]) -> D
         elif bad := next((tool for tool in t.mcp_tools if not d.allows_tool(tool)), None):
             reason = f"MCP tool {bad} is not allowed by {d.name}"
         else:
-            ev.trace.append(Step(d.name, "destination", "allowed", f"{t.method} {path}"))
+            ev.step(d.name, "destination", "allowed", f"{t.method} {path}")
             return ev.allow(d.name)
-        ev.trace.append(Step(d.name, "destination", "skipped", reason))
+        ev.step(d.name, "destination", "skipped", reason)
         why = why or reason
     return ev.refuse("request_denied", first.name, why, first.mode, first.name) or ev.allow(first.name)

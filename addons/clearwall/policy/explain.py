@@ -139,7 +139,7 @@ def evaluate(rules: RuleSet, req: Request) -> Outcome:
             steps.append(Step("(mcp)", "mcp", "tools/call", ", ".join(tools)))
     target = Target(host, port, scheme, req.client, req.method.upper(), path, req.header("content-type"),
                     bool(req.body), tools)
-    d = decide(rules, target)
+    d = decide(rules, target, explain=True)
     steps += _ordered_trace(rules, host, port, scheme, d.trace)
     waived = [r.rule for r in d.would_block]
 
