@@ -195,3 +195,12 @@ def test_basic_credentials_parsing(header, parsed):
 def test_unidentified_clients_are_challenged_only_where_credentials_would_help(rules, target, sent, kind):
     d = decide(rules, target)
     assert challenge(rules, d.refusal, Identity(None), sent).kind == kind
+
+
+def test_host_matches_are_memoised_per_rule_set_and_bounded(rules):
+    first = rules.host_rules("api.github.com", 443, "https")
+    assert rules.host_rules("api.github.com", 443, "https") is first
+    assert [d.name for d in first[1]] == [d.name for d in rules.destinations if d.matches_host("api.github.com", 443, "https")]
+    for i in range(5000):
+        rules.host_rules(f"h{i}.example", 443, "https")
+    assert len(rules._host_memo) <= 4096

@@ -75,12 +75,11 @@ def decide(rules: RuleSet, t: Target, *, explain: bool = False) -> Decision:
     except ValueError as e:
         return ev.refuse("destination_denied", DEFAULT_RULE, f"invalid destination host: {e}",
                          rules.settings.mode) or ev.allow(None)
-    for entry in rules.deny:
-        if entry.matches_host(host, t.port, t.scheme):
-            refused = ev.refuse("destination_denied", entry.name, f"{host} is on the deny list ({entry.name})", entry.mode)
-            if refused:
-                return refused
-    matching = [d for d in rules.destinations if d.matches_host(host, t.port, t.scheme)]
+    denied, matching = rules.host_rules(host, t.port, t.scheme)
+    for entry in denied:
+        refused = ev.refuse("destination_denied", entry.name, f"{host} is on the deny list ({entry.name})", entry.mode)
+        if refused:
+            return refused
     if ev.trace is not None:
         for d in rules.destinations:
             ev.step(d.name, "destination", "matched" if d in matching else "skipped",

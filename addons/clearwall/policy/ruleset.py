@@ -99,6 +99,21 @@ class RuleSet:
     # hashes the rules after `${...}` substitution: internal only (caches, reload detection),
     # since it changes when a secret rotates.
     fingerprint: str = field(default="", repr=False, compare=False)
+    # (host, port, scheme) -> matching deny entries and destinations. A pure memo of an
+    # immutable rule set: clients ask for the same few hosts on every request.
+    _host_memo: dict = field(default_factory=dict, init=False, repr=False, compare=False)
+
+    def host_rules(self, host: str, port: int, scheme: str) -> tuple[tuple[HostRule, ...], tuple[CompiledDestination, ...]]:
+        """The deny entries and the destinations matching a normalised host, each in file order."""
+        key = (host, port, scheme)
+        found = self._host_memo.get(key)
+        if found is None:
+            found = (tuple(e for e in self.deny if e.matches_host(host, port, scheme)),
+                     tuple(d for d in self.destinations if d.matches_host(host, port, scheme)))
+            if len(self._host_memo) >= 4096:  # bounded: a client walking many hosts gets no memo growth
+                self._host_memo.clear()
+            self._host_memo[key] = found
+        return found
 
     def destination(self, name: str) -> CompiledDestination | None:
         return self.by_name.get(name)
