@@ -220,3 +220,75 @@ def test_a_secret_straddling_the_cut_leaves_no_part_behind():
     body = body_field(data, content_type=None, max_bytes=100, secrets=("tok-1234567890",))
     assert "tok-" not in body["content"] and body["truncated"] is True
     assert body["content"] == "x" * 95 + "[REDA"
+
+
+# Hashes of sealed lines as the log has always written them: record shaping may get faster,
+# but the bytes of a record (and so every chain) must stay the same.
+@pytest.mark.parametrize(
+    "name, exchange, digest",
+    [
+        ("every field", _exchange(), "ab011c3a2215896c2cb34379fdfa03f307ee872c99abdd826baae9efb9a7de68"),
+        (
+            "websocket messages, binary and cut bodies, extra fields",
+            _exchange(
+                messages=[Message("client", T0 + 1, "hi"), Message("server", T0 + 2, b"\x00\xff", "blocked")],
+                response_headers=[("Content-Type", "image/png")], response_body=b"\x89PNG" * 10,
+                max_body_bytes=8, extra={"mcp": {"session_id": "s"}, 5: "five"},
+            ),
+            "c988fb0b47f9147bd5a956a3958b6c7174b0b4ceeba5b208ac2f0de2e18a5e00",
+        ),
+        ("nothing known", Exchange(timestamp=T0, flow_id="f-2", action="allowed"),
+         "9553c7ce5cc40c53ad8bf32ce9808ef4a3af7ecbd676caac33e9949375fd954d"),
+    ],
+)
+def test_sealed_records_keep_their_exact_bytes(name, exchange, digest):
+    from clearwall.audit.chain import GENESIS, seal
+
+    line, got = seal(build_record(exchange), GENESIS)
+    assert got == digest
+    assert line.endswith(b'"hash":"' + digest.encode() + b'"}}\n')
+
+
+@pytest.mark.parametrize(
+    "name, headers, secrets, encoding",
+    [
+        ("a binary type decides base64", [("Content-Type", "image/png")], (), "base64"),
+        ("the first of repeated Content-Types decides", [("Content-Type", "image/png"), ("content-type", "text/plain")], (), "base64"),
+        ("a Content-Type redacted for carrying a secret still decides",
+         [("Content-Type", "image/png; x=tok-1")], ("tok-1",), "base64"),
+        ("a text type keeps text", [("Content-Type", "text/plain")], (), "utf-8"),
+        ("no Content-Type keeps text", [("X-A", "b")], (), "utf-8"),
+    ],
+)
+def test_the_content_type_that_decides_the_body_encoding(name, headers, secrets, encoding):
+    r = build_record(Exchange(timestamp=T0, flow_id="f", action="allowed", response_headers=headers,
+                              response_body=b"abc", secrets=secrets))
+    assert r["http"]["response"]["body"]["encoding"] == encoding
+    assert "tok-1" not in orjson.dumps(r).decode()
+
+
+@pytest.mark.parametrize(
+    "epoch, text",
+    [
+        (1.0, "1970-01-01T00:00:01.000Z"),
+        (1.999, "1970-01-01T00:00:01.999Z"),
+        (2.0005, "1970-01-01T00:00:02.000Z"),
+        (1.5, "1970-01-01T00:00:01.500Z"),  # back to an earlier second after a later one
+        (T0, "2026-09-21T14:13:20.250Z"),
+    ],
+)
+def test_iso_timestamp_in_consecutive_and_earlier_seconds(epoch, text):
+    # Parametrised in this order on purpose: the second formatted last is remembered.
+    assert iso_timestamp(epoch) == text
+
+
+def test_an_exchange_can_be_completed_after_it_is_made():
+    # The adapter fills decoded bodies and extra fields in the writer thread.
+    ex = Exchange(timestamp=T0, flow_id="f", action="allowed")
+    ex.request_body = b"decoded"
+    ex.extra.setdefault("clearwall", {})["decode_errors"] = {"request": "x"}
+    r = build_record(ex)
+    assert r["http"]["request"]["body"]["content"] == "decoded"
+    assert r["clearwall"] == {"decode_errors": {"request": "x"}}
+    with pytest.raises(AttributeError):
+        ex.not_a_field = 1  # slotted: a misspelt field fails loudly instead of being ignored

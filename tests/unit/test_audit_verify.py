@@ -217,6 +217,21 @@ def test_a_sealed_line_is_the_plain_encoding_with_log_last(record):
     assert check(parsed) == (GENESIS, digest, True)
 
 
+@pytest.mark.parametrize(
+    "name, record, keys",
+    [
+        ("an empty record", {}, ["log"]),
+        ("non-string keys are written as strings", {"event": {"id": "k"}, 5: {None: 1}}, ["event", "5", "log"]),
+    ],
+)
+def test_unusual_records_seal_like_any_other(name, record, keys):
+    line, digest = seal(record, GENESIS)
+    parsed = orjson.loads(line)
+    assert list(parsed) == keys
+    assert line == orjson.dumps(parsed) + b"\n"
+    assert check(parsed) == (GENESIS, digest, True)
+
+
 def test_expect_head_detects_records_deleted_from_the_end(tmp_path):
     write_log(tmp_path, 6)
     lines = live_lines(tmp_path)

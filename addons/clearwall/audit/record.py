@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from clearwall.audit.fields import (
+    REDACTED,
     body_field,
     iso_timestamp,
     redact_headers,
@@ -158,12 +159,19 @@ def _http_part(ex: Exchange, first_key: str, first, headers, body) -> dict:
     part: dict = {}
     if first is not None:
         part[first_key] = first
+    content_type = None
     if headers:
-        part["headers"] = redact_headers(headers, ex.redact, ex.secrets)
+        part["headers"] = shaped = redact_headers(headers, ex.redact, ex.secrets)
+        # The shaped headers already hold the first Content-Type, unless it was redacted.
+        content_type = shaped.get("content-type")
+        if isinstance(content_type, list):
+            content_type = content_type[0]
+        if content_type == REDACTED:
+            content_type = _content_type(headers)
     if body is not None:
         part["body"] = body_field(
             body,
-            content_type=_content_type(headers),
+            content_type=content_type,
             max_bytes=ex.max_body_bytes,
             secrets=ex.secrets,
         )
