@@ -210,3 +210,34 @@ def test_a_changed_ca_bundle_with_unchanged_rules_gets_a_new_trust_file(tmp_path
         second = tctx.options.ssl_verify_upstream_trusted_ca
         assert second != first and open(pki.cert_pem).read().strip() in open(second).read()
         assert open(first).read() != open(second).read()
+
+
+def test_a_reload_compiles_the_new_filters_before_the_swap_off_the_event_loop(tmp_path, monkeypatch):
+    import threading
+
+    from mitmproxy.addons import proxyserver, tlsconfig
+    from mitmproxy.test import taddons
+
+    from clearwall.mitm import content
+    from clearwall.mitm.core import Core
+    from clearwall.mitm.reload import Reload
+
+    rules = tmp_path / "rules.yaml"
+    rules.write_text("version: 1\n")
+    rt = Runtime(admin=("127.0.0.1", 0))
+    core, reload = Core(rt), Reload(rt)
+    built_in: list[str] = []
+    real = content.scanner_for
+
+    def scanner_for(r):
+        built_in.append(threading.current_thread().name)
+        return real(r)
+
+    monkeypatch.setattr(content, "scanner_for", scanner_for)
+    with taddons.context(proxyserver.Proxyserver(), tlsconfig.TlsConfig(), core, reload) as tctx:
+        tctx.configure(core, clearwall_rules=str(rules))
+        rules.write_text("version: 1\nfilters:\n  - name: k\n    pattern: 'sk-[a-z]{8}'\n    action: block\n")
+        assert asyncio.run(reload._reload("test")) is True
+        assert built_in and built_in[0] != threading.main_thread().name
+        assert content._SCANNERS[rt.rules.fingerprint] is content.scanner(rt.rules)
+        assert len(built_in) == 1  # the first flow under the new rules compiles nothing

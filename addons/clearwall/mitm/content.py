@@ -80,11 +80,19 @@ def scanner(rules: RuleSet) -> Scanner:
     """The compiled scanner of a rule set, built once and shared (content, MCP, streams, WebSocket)."""
     s = _SCANNERS.get(rules.fingerprint)
     if s is None:
-        s = _SCANNERS[rules.fingerprint] = scanner_for(rules)
+        s = remember(rules, scanner_for(rules))
+    return s
+
+
+def remember(rules: RuleSet, s: Scanner) -> Scanner:
+    """Keep a scanner built elsewhere (a reload compiles it in a thread: ~0.4 s of Hyperscan
+    compilation would otherwise stall every client on the first flow under the new rules)."""
+    if _SCANNERS.get(rules.fingerprint) is None:
+        _SCANNERS[rules.fingerprint] = s
         log.info("content filters: %s", s.engine_description)
         while len(_SCANNERS) > 2:  # in-flight flows may still hold the previous rules
             _SCANNERS.popitem(last=False)
-    return s
+    return _SCANNERS[rules.fingerprint]
 
 
 class ContentFilters:

@@ -216,11 +216,11 @@ class Passthrough:
         rules = st.rules
         if dest is None or rules is None:
             return
-        for d in rules.destinations:
-            if d.name == dest and d.spec is not None and d.spec.tls == "passthrough":
-                return respond.refuse(flow, Refusal(
-                    "destination_denied", dest,
-                    f"destination {dest} is tls: passthrough: only TLS naming it by SNI is relayed"))
+        d = rules.destination(dest)
+        if d is not None and d.spec is not None and d.spec.tls == "passthrough":
+            return respond.refuse(flow, Refusal(
+                "destination_denied", dest,
+                f"destination {dest} is tls: passthrough: only TLS naming it by SNI is relayed"))
 
     def _absolute_form_mismatch(self, flow: http.HTTPFlow) -> Refusal | None:
         """Inside a tunnel mitmproxy forwards an absolute-form target verbatim while deciding on

@@ -23,6 +23,7 @@ from pathlib import Path
 from mitmproxy import ctx
 
 from clearwall.errors import ClearwallError, RuleSetError
+from clearwall.mitm import content
 from clearwall.mitm.core import upstream_trust_bundle
 from clearwall.mitm.runtime import Runtime
 from clearwall.policy.loader import load_rules
@@ -163,6 +164,8 @@ class Reload:
                 rules = await asyncio.to_thread(load_rules, path)
                 bundle = await asyncio.to_thread(self._trust_bundle, rules) \
                     if rules.settings.upstream.ca_bundle else None
+                if rules.filters:  # compiled before the swap, off the event loop
+                    content.remember(rules, await asyncio.to_thread(content.scanner_for, rules))
             except ClearwallError as e:
                 return self._failed(why, e)
             except Exception as e:  # an unexpected loader bug is still a failed reload, not a crash
