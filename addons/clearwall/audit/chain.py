@@ -44,17 +44,13 @@ def seal(record: dict, prev_hash: str) -> tuple[bytes, str]:
     encoded = encode(record)
     prev = prev_hash.encode("ascii")
     head = memoryview(encoded)[:-1]
-    if len(encoded) > 2:  # "{}" has no member to follow
-        log = b',"log":{"prev_hash":"' + prev + b'"'
-    else:
-        log = b'"log":{"prev_hash":"' + prev + b'"'
+    # "{}" has no member for `log` to follow.
+    log = (b',"log":{"prev_hash":"' if len(encoded) > 2 else b'"log":{"prev_hash":"') + prev + b'"'
     h = hashlib.sha256(prev)
     h.update(head)
-    h.update(log)
-    h.update(b"}}")
+    h.update(log + b"}}")
     digest = h.hexdigest()
-    line = b"".join((head, log, b',"hash":"', digest.encode("ascii"), b'"}}\n'))
-    return line, digest
+    return b"".join((head, log, b',"hash":"', digest.encode("ascii"), b'"}}\n')), digest
 
 
 def _seal_with_log(record: dict, prev_hash: str) -> tuple[bytes, str]:
