@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import email.parser
 import email.policy
+import functools
 import io
 import zlib
+from collections.abc import Mapping
+from types import MappingProxyType
 from urllib.parse import parse_qsl
 
 from .errors import DecodeError, TooLarge
@@ -151,17 +154,22 @@ def decode_content(body: bytes, content_encoding: str | None, *, max_size: int, 
     return body
 
 
-def media_type(content_type: str | None) -> tuple[str, dict[str, str]]:
-    """`text/html; charset=UTF-8` -> ("text/html", {"charset": "UTF-8"})."""
+@functools.lru_cache(maxsize=256)
+def media_type(content_type: str | None) -> tuple[str, Mapping[str, str]]:
+    """`text/html; charset=UTF-8` -> ("text/html", {"charset": "UTF-8"}) (read-only, cached:
+    every body is typed by one of a few headers)."""
     if not content_type:
-        return "", {}
+        return "", _NO_PARAMS
     head, *params = content_type.split(";")
     out = {}
     for p in params:
         k, _, v = p.partition("=")
         if k.strip():
             out[k.strip().lower()] = v.strip().strip('"')
-    return head.strip().lower(), out
+    return head.strip().lower(), MappingProxyType(out)
+
+
+_NO_PARAMS: Mapping[str, str] = MappingProxyType({})
 
 
 def form_fields(body: bytes, content_type: str | None) -> list[tuple[str, str]]:

@@ -16,6 +16,8 @@ is what the adapter may log.
 
 from __future__ import annotations
 
+import codecs
+import functools
 import json
 import logging
 from dataclasses import dataclass, field
@@ -134,6 +136,8 @@ def inspect_text(
 def _inspect(scanner, target, text, evasions, extra_variants) -> Inspection:
     literal = scanner.scan(text, target)
     variants = list(extra_variants) + (evasions.variants(text) if evasions else [])
+    if not literal and not variants:
+        return Inspection()  # clean and nothing encoded: most traffic ends here
     encoded = _scan_variants(scanner, target, variants)
     every = literal + encoded
     enforce = [m for m in every if m.mode == "enforce"]
@@ -180,11 +184,10 @@ def _is_json(text: str) -> bool:
     return True
 
 
+@functools.lru_cache(maxsize=256)
 def _charset(content_type: str | None) -> str:
     charset = media_type(content_type)[1].get("charset", "utf-8").lower()
     try:
-        import codecs
-
         return codecs.lookup(charset).name
     except LookupError:
         return "utf-8"
