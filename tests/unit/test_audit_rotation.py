@@ -274,3 +274,34 @@ def test_restart_after_retention_deleted_every_file_continues_the_chain(tmp_path
     assert ids(tmp_path) == ["e1"]
     result = verify(tmp_path)
     assert result.ok and result.start == "retention"
+
+
+@pytest.mark.parametrize("nice", [0, 5, 19])
+def test_housekeeping_runs_at_a_lower_priority(tmp_path, nice):
+    from clearwall.audit.rotation import Housekeeper
+
+    base = os.getpriority(os.PRIO_PROCESS, 0)  # this thread's nice value
+    house = Housekeeper(tmp_path, None, nice=nice)
+    house.start()
+    plain = tmp_path / "flows-x.jsonl"
+    plain.write_bytes(b"{}\n")
+    house.compress_later(plain)
+    end = time.monotonic() + 5
+    while not (tmp_path / "flows-x.jsonl.gz").exists() and time.monotonic() < end:
+        time.sleep(0.005)
+    try:
+        # The job ran, so the thread has already set its priority.
+        assert os.getpriority(os.PRIO_PROCESS, house._thread.native_id) == min(19, base + nice)
+    finally:
+        assert house.close(5)
+    assert os.getpriority(os.PRIO_PROCESS, 0) == base  # the caller's priority is untouched
+
+
+@pytest.mark.parametrize("nice", [-1, 20])
+def test_a_housekeeping_priority_out_of_range_is_refused(tmp_path, nice):
+    from clearwall.audit.rotation import Housekeeper
+
+    with pytest.raises(ValueError, match="nice"):
+        Housekeeper(tmp_path, None, nice=nice)
+    with pytest.raises(ValueError, match="housekeeping_nice"):
+        LogWriter(tmp_path, housekeeping_nice=nice)

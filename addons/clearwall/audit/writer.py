@@ -22,6 +22,7 @@ from clearwall.audit.livefile import LiveFile, utc_day
 from clearwall.audit.record import Exchange, build_record, error_record
 from clearwall.audit.recovery import recover
 from clearwall.audit.rotation import Housekeeper
+from clearwall.audit.settings import check_settings
 from clearwall.audit.sink import FileSink
 from clearwall.audit.waiters import Waiters
 
@@ -29,7 +30,6 @@ log = logging.getLogger(__name__)
 
 MiB = 1024 * 1024
 DAY = 86400.0
-FSYNC_MODES = ("every", "interval", "never")
 _STOP = object()
 
 
@@ -50,22 +50,12 @@ class LogWriter:
         retry_interval: float = 0.5,
         batch_max: int = 512,
         write_bytes: int = 256 * 1024,
+        housekeeping_nice: int = 10,
         open_sink: Callable[[Path], Any] = FileSink,
     ) -> None:
-        if fsync not in FSYNC_MODES:
-            raise ValueError(f"fsync must be one of {FSYNC_MODES}, not {fsync!r}")
-        if max_queue < 1:
-            raise ValueError(f"max_queue must be >= 1, not {max_queue}")
-        if max_queue_bytes is not None and max_queue_bytes < 1:
-            raise ValueError(f"max_queue_bytes must be >= 1 or None, not {max_queue_bytes}")
-        if not 1 <= batch_max <= 1024:  # one writev call; IOV_MAX is 1024 on Linux
-            raise ValueError(f"batch_max must be between 1 and 1024, not {batch_max}")
-        if write_bytes < 1:
-            raise ValueError(f"write_bytes must be >= 1, not {write_bytes}")
-        if rotate_bytes is not None and rotate_bytes < 1:
-            raise ValueError(f"rotate_bytes must be >= 1 or None, not {rotate_bytes}")
-        if retention_seconds is not None and retention_seconds <= 0:
-            raise ValueError(f"retention_seconds must be > 0 or None, not {retention_seconds}")
+        check_settings(fsync=fsync, max_queue=max_queue, max_queue_bytes=max_queue_bytes,
+                       batch_max=batch_max, write_bytes=write_bytes, rotate_bytes=rotate_bytes,
+                       retention_seconds=retention_seconds, housekeeping_nice=housekeeping_nice)
         self.log_dir = Path(log_dir)
         self.max_queue = max_queue
         self.max_queue_bytes = max_queue_bytes
@@ -90,7 +80,7 @@ class LogWriter:
         self._accepting = False
         self._abort = threading.Event()
         self._thread = threading.Thread(target=self._run, name="clearwall-log-writer", daemon=True)
-        self._house = Housekeeper(self.log_dir, retention_seconds)
+        self._house = Housekeeper(self.log_dir, retention_seconds, nice=housekeeping_nice)
         self._file = LiveFile(self.log_dir, rotate_bytes=rotate_bytes, batch_max=batch_max,
                               open_sink=open_sink, housekeeper=self._house)
 
