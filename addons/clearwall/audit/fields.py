@@ -123,7 +123,7 @@ def redact_headers(
     Values of headers named in `names` (case-insensitive), and of any header whose value
     contains one of `secrets` (injected credentials), become [REDACTED].
     """
-    redact = _lowered(names) if isinstance(names, frozenset) else {n.lower() for n in names}
+    redact = _lowered(names) if type(names) is frozenset else {n.lower() for n in names}
     secrets = tuple(s for s in secrets if s) if secrets else ()
     out: dict[str, list[str] | str] = {}
     for name, value in headers:
@@ -151,9 +151,18 @@ _MILLIS = tuple(f"{ms:03d}Z" for ms in range(1000))
 _last_second: tuple[int, str] = (0, _second(0))
 
 
-@lru_cache(maxsize=64)
+# Lower-cased redaction sets by the frozenset the settings hold: a plain dict lookup (a
+# frozenset caches its hash) costs a fraction of lru_cache's call, and this runs per header list.
+_LOWERED: dict[frozenset[str], frozenset[str]] = {}
+
+
 def _lowered(names: frozenset[str]) -> frozenset[str]:
-    return frozenset(n.lower() for n in names)
+    lowered = _LOWERED.get(names)
+    if lowered is None:
+        if len(_LOWERED) >= 64:  # settings change rarely; never grow without bound
+            _LOWERED.clear()
+        lowered = _LOWERED[names] = frozenset(n.lower() for n in names)
+    return lowered
 
 
 def iso_timestamp(epoch: float) -> str:
