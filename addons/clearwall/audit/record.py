@@ -192,6 +192,8 @@ def _http(ex: Exchange) -> dict:
 
 
 def _finish(record: dict, ex: Exchange) -> dict:
+    if not ex.extra and not ex.secrets:  # most records: nothing to merge or scrub
+        return record
     for key, value in ex.extra.items():
         if isinstance(value, dict) and isinstance(record.get(key), dict):
             record[key] = {**record[key], **value}
