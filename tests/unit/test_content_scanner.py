@@ -206,3 +206,21 @@ def test_prefilter_forms_that_keep_hyperscan_fast(pattern, starts_with):
     from clearwall.content import relax
 
     assert relax.hyperscan_pattern(pattern).startswith(starts_with)
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["plain ascii", "café über naïve", "数据 sync 😀 done", "K \u0130 \u017f", "lone \udc80 surrogate", "\x7f\x80\xff"],
+)
+def test_prefilter_bytes_keep_one_byte_per_character_and_ascii_as_itself(text):
+    from clearwall.content import relax
+
+    data = relax.prefilter_bytes(text)
+    assert len(data) == len(text)
+    for char, byte in zip(text, data):
+        if char in relax.FOLD_MAP:
+            assert chr(byte) == relax.FOLD_MAP[char]
+        elif char.isascii():
+            assert byte == ord(char)
+        else:
+            assert byte >= 0x80
