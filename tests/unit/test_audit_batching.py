@@ -8,7 +8,7 @@ import time
 import orjson
 import pytest
 
-from clearwall.audit.batchqueue import BatchQueue, Full
+from clearwall.audit.batchqueue import BatchQueue, Full, Heavy
 from clearwall.audit.chain import seal
 from clearwall.audit.sink import FileSink
 from clearwall.audit.verify import verify
@@ -36,11 +36,51 @@ def test_the_queue_is_bounded(name, maxsize, puts, accepted):
 
 
 def test_a_forced_item_gets_in_behind_a_full_queue():
-    q = BatchQueue(2)
-    q.put_nowait("a")
-    q.put_nowait("b")
+    q = BatchQueue(2, max_weight=10)
+    q.put_nowait("a", 10)
     q.put_nowait("stop", force=True)
-    assert q.get_batch(10, 0) == ["a", "b", "stop"]
+    q.put_nowait("heavy", 5, force=True)
+    assert q.get_batch(10, 0) == ["a", "stop", "heavy"]
+    assert q.weight == 0
+
+
+@pytest.mark.parametrize(
+    "name, max_weight, weights, accepted",
+    [
+        ("weights up to the limit fit", 30, [10, 10, 10], 3),
+        ("one unit over the limit is refused", 29, [10, 10, 10], 2),
+        ("one item heavier than the limit gets into an empty queue", 5, [100], 1),
+        ("but nothing after it", 5, [100, 1], 1),
+        ("weightless items fit in a queue at its limit", 20, [10, 10, 0, 0], 4),
+        ("no limit", None, [10**9, 10**9], 2),
+    ],
+)
+def test_the_queue_is_bounded_in_weight(name, max_weight, weights, accepted):
+    q = BatchQueue(100, max_weight=max_weight)
+    taken = 0
+    for i, weight in enumerate(weights):
+        try:
+            q.put_nowait(i, weight)
+            taken += 1
+        except Heavy:
+            pass
+    assert taken == accepted
+    assert q.weight == sum(weights[:accepted])
+
+
+@pytest.mark.parametrize(
+    "name, max_items, left",
+    [
+        ("taking everything takes all the weight", 10, 0),
+        ("taking some leaves the weight of the rest", 2, 3 + 4),
+    ],
+)
+def test_taking_items_takes_their_weight(name, max_items, left):
+    q = BatchQueue(10, max_weight=100)
+    for i, weight in enumerate([1, 2, 3, 4]):
+        q.put_nowait(i, weight)
+    q.get_batch(max_items, 0)
+    assert q.weight == left
 
 
 @pytest.mark.parametrize(
@@ -102,6 +142,8 @@ def test_many_producers_lose_and_duplicate_nothing():
 def test_a_bad_size_is_refused():
     with pytest.raises(ValueError, match="maxsize"):
         BatchQueue(0)
+    with pytest.raises(ValueError, match="max_weight"):
+        BatchQueue(1, max_weight=0)
 
 
 class RecordingSink(FileSink):

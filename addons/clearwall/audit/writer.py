@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from clearwall.audit import chain
-from clearwall.audit.batchqueue import BatchQueue, Full
+from clearwall.audit.batchqueue import BatchQueue, Full, Heavy
 from clearwall.audit.errors import AuditError, LogBackpressure, LogClosed
 from clearwall.audit.livefile import LiveFile, utc_day
 from clearwall.audit.record import Exchange, build_record, error_record
@@ -69,11 +69,10 @@ class LogWriter:
         self.write_bytes = write_bytes
         self._open_sink = open_sink
         self.build_errors = 0  # records that could not be shaped; an error record stands in
-        self._q = BatchQueue(max_queue)
-        # Body bytes held by queued Exchanges: they reference whole bodies (up to the size caps)
-        # until the writer has hashed them, so the queue is bounded in bytes as well as records.
-        self._queued_bytes = 0
-        self._bytes_lock = threading.Lock()
+        # Weighed in the body bytes queued Exchanges hold: they reference whole bodies (up to
+        # the size caps) until the writer has hashed them, so the queue is bounded in bytes as
+        # well as in records.
+        self._q = BatchQueue(max_queue, max_queue_bytes)
         self._prev_hash = chain.GENESIS
         self._last_expire = 0.0
         self._waiters = Waiters()
@@ -149,31 +148,22 @@ class LogWriter:
         if not self._accepting:
             raise LogClosed("the body log writer is not running; the record was not accepted")
         size = _held_bytes(item) if held_bytes is None else held_bytes
-        with self._bytes_lock:
-            # One oversized record is still accepted into an empty queue, or it never could be.
-            if (
-                self.max_queue_bytes is not None
-                and self._queued_bytes
-                and self._queued_bytes + size > self.max_queue_bytes
-            ):
-                raise LogBackpressure(
-                    f"the body log queue holds {self._queued_bytes} body bytes (limit "
-                    f"{self.max_queue_bytes}); the record was not accepted"
-                )
-            self._queued_bytes += size
         try:
-            self._q.put_nowait((item, size))
+            self._q.put_nowait(item, size)
         except Full:
-            with self._bytes_lock:
-                self._queued_bytes -= size
             raise LogBackpressure(
                 f"the body log queue is full ({self.max_queue} records); the record was not accepted"
+            ) from None
+        except Heavy:
+            raise LogBackpressure(
+                f"the body log queue holds {self._q.weight} body bytes (limit "
+                f"{self.max_queue_bytes}); the record was not accepted"
             ) from None
 
     @property
     def queued_bytes(self) -> int:
         """Body bytes referenced by queued Exchanges."""
-        return self._queued_bytes
+        return self._q.weight
 
     async def submit_async(
         self, item: dict | Exchange | Callable[[], dict], *, held_bytes: int | None = None
@@ -232,9 +222,9 @@ class LogWriter:
             if stopping:
                 break
             batch = self._take(tick)
-            if _STOP in batch:
-                # A record that raced close() may follow the marker: it was accepted, so it
-                # is written too.
+            # The marker exists only once close() has begun. A record that raced close() may
+            # follow it: that record was accepted, so it is written too.
+            if not self._accepting and any(entry is _STOP for entry in batch):
                 batch = [entry for entry in batch if entry is not _STOP]
                 stopping = True
             if batch:
@@ -247,16 +237,8 @@ class LogWriter:
 
     def _take(self, tick: float) -> list:
         batch = self._q.get_batch(self.batch_max, tick)
-        if not batch:
-            return batch
-        taken = 0
-        for entry in batch:
-            if entry is not _STOP:
-                taken += entry[1]
-        if taken:
-            with self._bytes_lock:
-                self._queued_bytes -= taken
-        self._waiters.wake_all()
+        if batch:
+            self._waiters.wake_all()
         return batch
 
     def _seal(self, batch: list) -> None:
@@ -265,7 +247,7 @@ class LogWriter:
         # fresh pages to fault in, cost a fraction of one multi-MiB write per batch.
         pending = self._file.pending
         unwritten = 0
-        for item, _ in batch:
+        for item in batch:
             line, self._prev_hash = self._seal_one(self._build(item))
             pending.append(line)
             unwritten += len(line)
