@@ -211,3 +211,21 @@ def test_one_scanner_and_evasions_serve_many_threads():
         t.join()
     assert errors == []
     assert {r.blocked_by for r in expected} >= {"aws-access-key-id", None}
+
+
+@pytest.mark.parametrize(
+    "data, content_type",
+    [
+        (f'{{"k": "{KEY}"}}'.encode(), "application/json"),
+        (f"Grüße {KEY}".encode("latin-1"), "text/plain; charset=ISO-8859-1"),
+        (b"\xff\xfe\x80 " + KEY.encode() + b" \xc3", "application/octet-stream"),  # undecodable bytes kept
+        (f"Grüße {KEY}".encode("cp500"), "text/plain; charset=cp500"),  # EBCDIC: bytes are not the text
+        (f"数据 {KEY}".encode("utf-16"), "text/plain; charset=utf-16"),
+    ],
+    ids=["utf-8", "latin-1", "undecodable", "ebcdic", "utf-16"],
+)
+def test_the_prefiltered_engine_finds_a_secret_whatever_the_charset(data, content_type):
+    pytest.importorskip("hyperscan")
+    fast = Scanner(SPECS, engine="hyperscan", timeout=10)
+    result = inspect_body(fast, "request.body", data, content_type=content_type, content_encoding=None, max_size=1 << 20)
+    assert result.blocked_by == "aws"

@@ -146,9 +146,12 @@ class Evasions:
                     found.append(decoded)
         return "\n".join(found) or None
 
-    def variants(self, text: str) -> list[Variant]:
-        """Decoded variants, breadth first, each different from the text it came from."""
+    def variants(self, text: str, *, raw: bytes | None = None) -> list[Variant]:
+        """Decoded variants, breadth first, each different from the text it came from.
+        `raw`: the bytes `text` was decoded from; for ASCII they are its UTF-8 already."""
         try:
+            if raw is not None and len(raw) == len(text) and text.isascii():
+                self._local.last = (text, raw, self._finder.scan(raw) if self._finder is not None else None)
             return self._variants(text)
         finally:
             self._local.last = None  # do not keep the last body alive between calls

@@ -32,6 +32,9 @@ log = logging.getLogger(__name__)
 
 DEFAULT_EVASIONS = Evasions()
 INSPECTION_ERROR = "inspection_error"
+# Codecs (codecs.lookup names) that decode every byte below 0x80 to that ASCII character and
+# every other byte to a non-ASCII one (or reject it). EBCDIC, UTF-16 and the like do not.
+ASCII_COMPATIBLE = frozenset({"utf-8", "ascii", "iso8859-1", "cp1252"})
 TOO_LARGE = "too_large"
 
 
@@ -119,12 +122,14 @@ def inspect_text(
     *,
     evasions: Evasions | None = DEFAULT_EVASIONS,
     extra_variants: tuple[Variant, ...] = (),
+    raw: bytes | None = None,
 ) -> Inspection:
-    """Scan `text` (and its decoded variants) for `target` and decide. Never raises."""
+    """Scan `text` (and its decoded variants) for `target` and decide. Never raises.
+    `raw`: the bytes `text` was decoded from (saves re-encoding a large body)."""
     if not scanner.watches(target) and not extra_variants:
         return Inspection()  # no filter looks here: decoding variants would be work for nothing
     try:
-        return _inspect(scanner, target, text, evasions, extra_variants)
+        return _inspect(scanner, target, text, evasions, extra_variants, raw)
     except ScanTimeout:
         log.warning("content scan of %s timed out", target)
         return Inspection(error=INSPECTION_ERROR)
@@ -133,9 +138,9 @@ def inspect_text(
         return Inspection(error=INSPECTION_ERROR)
 
 
-def _inspect(scanner, target, text, evasions, extra_variants) -> Inspection:
-    literal = scanner.scan(text, target)
-    variants = list(extra_variants) + (evasions.variants(text) if evasions else [])
+def _inspect(scanner, target, text, evasions, extra_variants, raw=None) -> Inspection:
+    literal = scanner.scan(text, target, raw=raw)
+    variants = list(extra_variants) + (evasions.variants(text, raw=raw) if evasions else [])
     if not literal and not variants:
         return Inspection()  # clean and nothing encoded: most traffic ends here
     encoded = _scan_variants(scanner, target, variants)
@@ -237,7 +242,9 @@ def inspect_body(
         log.error("decoding %s failed: %s", target, type(exc).__name__)
         return Inspection(error=INSPECTION_ERROR)
     extra = (Variant("form", "\n".join(f"{k}={v}" for k, v in fields)),) if fields else ()
-    result = inspect_text(scanner, target, text, evasions=evasions, extra_variants=extra)
+    # The body bytes double as the prefilter's bytes only where ASCII bytes are ASCII characters.
+    raw = decoded if codec in ASCII_COMPATIBLE else None
+    result = inspect_text(scanner, target, text, evasions=evasions, extra_variants=extra, raw=raw)
     if isinstance(result.redacted, str):
         try:
             data = result.redacted.encode(codec, errors)

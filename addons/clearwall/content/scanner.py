@@ -254,8 +254,13 @@ class Scanner:
         tail = f"; regex alone for: {', '.join(slow)}" if slow else ""
         return f"hyperscan prefilter + regex for {len(self.filters) - len(slow)} of {len(self.filters)} filters{tail}"
 
-    def scan(self, text: str, target: str, *, deadline: float | None = None) -> list[Match]:
-        """All matches of the filters that apply to `target` (`base|variant` uses `base`)."""
+    def scan(self, text: str, target: str, *, deadline: float | None = None, raw: bytes | None = None) -> list[Match]:
+        """All matches of the filters that apply to `target` (`base|variant` uses `base`).
+
+        `raw`: the bytes `text` was decoded from, when the caller has them. When they hold one
+        byte per character (ASCII, or undecodable bytes kept as surrogates: both sides of 0x80
+        mean the same to the prefilter) they are the prefilter bytes already: no re-encoding.
+        """
         if deadline is None:
             deadline = time.monotonic() + self.budget(len(text))
         base = target.split("|", 1)[0]
@@ -266,7 +271,7 @@ class Scanner:
             return []
         if self._prefilter is None:
             return self._confirm_all(plan.applicable, text, target, deadline)
-        data = relax.prefilter_bytes(text)
+        data = raw if raw is not None and len(raw) == len(text) else relax.prefilter_bytes(text)
         _remaining(deadline)
         try:
             hits = self._prefilter.ends(base, data, self.max_hits, deadline)
