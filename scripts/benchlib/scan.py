@@ -25,6 +25,7 @@ import string
 import sys
 import time
 
+from clearwall import allocator
 from clearwall.content.evasions import Evasions
 from clearwall.content.inspect import inspect_text
 from clearwall.content.library import shipped_specs
@@ -102,7 +103,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--size", type=int, default=1 << 20)
     parser.add_argument("--repeat", type=int, default=15)
     parser.add_argument("--json", action="store_true", help="one JSON object instead of a table")
+    parser.add_argument("--default-allocator", action="store_true",
+                        help="keep glibc's default thresholds instead of the proxy's (clearwall run's) settings")
     args = parser.parse_args(argv)
+    # As `clearwall run` does: large freed blocks stay in the heap (see clearwall/allocator.py).
+    tuned = not args.default_allocator and allocator.keep_large_blocks()
 
     specs = shipped_specs()
     fast = Scanner(specs, engine="auto", timeout=60)
@@ -113,7 +118,8 @@ def main(argv: list[str] | None = None) -> int:
               "with-secrets": with_secrets(args.size, rng)}
     mb = args.size / 1e6
     rows = []
-    print(f"engine: {fast.engine_description}", file=sys.stderr)
+    print(f"engine: {fast.engine_description}; allocator: {'as clearwall run sets it' if tuned else 'glibc defaults'}",
+          file=sys.stderr)
     from clearwall.content.library import SHIPPED_DIR, load_library
 
     # The class-only PII patterns (cards, IBANs, SSNs) dominate on digit-dense JSON: the

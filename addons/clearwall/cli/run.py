@@ -10,7 +10,7 @@ import socket
 import sys
 from pathlib import Path
 
-from clearwall import ca
+from clearwall import allocator, ca
 from clearwall.errors import StartupError
 from clearwall.policy.loader import load_rules
 
@@ -90,6 +90,7 @@ def run(args) -> int:
         f"  export SSL_CERT_FILE={cert} REQUESTS_CA_BUNDLE={cert} NODE_EXTRA_CA_CERTS={cert} CURL_CA_BUNDLE={cert}",
         file=sys.stderr, flush=True,
     )
+    allocator.keep_large_blocks()  # large bodies stop page-faulting their memory back in
     from clearwall.mitm.master import serve  # mitmproxy is imported only when the proxy runs
     from clearwall.mitm.runtime import Runtime
 
