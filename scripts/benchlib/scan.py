@@ -3,7 +3,9 @@
     scripts/bench scan [--size BYTES] [--repeat N] [--json]
 
 Bodies (all of --size characters, default 1 MiB):
-  clean-json    ordinary API JSON (ids, URLs, hashes, timestamps, prose), nothing to find
+  clean-json    digit-dense API JSON (random ids, node ids, 40-hex digests, timestamps in every
+                ~300-byte object), nothing to find: the hard case for the PII patterns
+  github-json   shaped like GitHub's REST issue list (API URLs, user objects, prose bodies)
   clean-text    prose and log lines in several languages
   with-secrets  clean JSON with a token, a key and a few e-mail addresses every ~64 KiB
 For each body and target (request.body uses secrets + PII, response.body the injection phrases):
@@ -12,8 +14,8 @@ regex.finditer: the reference semantics), checked to return identical matches. T
 the evasion variants and of a whole inspect_text on the same bodies. MB/s are per core (one
 thread): the best and the median of --repeat rounds, each round measuring every case once (this
 VM's CPU speed drifts within minutes; interleaving gives every case the same phases). Rows
-"given the body bytes" are what the proxy runs: inspect_body passes the body's own bytes, which
-for UTF-8 JSON are the prefilter's bytes already.
+"body bytes given" are what the proxy runs: inspect_body passes the body's own bytes, which for
+ASCII JSON are the prefilter's bytes already and for other UTF-8 text a cheaper start.
 """
 
 from __future__ import annotations
@@ -51,6 +53,35 @@ def clean_json(size: int, rng: random.Random) -> str:
                 "labels": ["bug", "p2"],
                 "score": round(rng.random(), 4),
                 "draft": False,
+            }
+        )
+        parts.append(item)
+        total += len(item) + 2
+    return ("[" + ", ".join(parts) + "]")[:size]
+
+
+def github_json(size: int, rng: random.Random) -> str:
+    """Shaped like GitHub's REST issue list: many API URLs, a user object, prose bodies."""
+    parts, total = [], 0
+    while total < size:
+        n, uid = rng.randint(1, 9999), rng.randint(1000, 99999999)
+        login = "".join(rng.choices(string.ascii_lowercase, k=rng.randint(4, 12)))
+        repo = "https://api.github.com/repos/octo-org/widgets"
+        item = json.dumps(
+            {
+                "url": f"{repo}/issues/{n}", "repository_url": repo,
+                "labels_url": f"{repo}/issues/{n}/labels{{/name}}", "comments_url": f"{repo}/issues/{n}/comments",
+                "html_url": f"https://github.com/octo-org/widgets/issues/{n}",
+                "id": rng.randint(10**9, 3 * 10**9),
+                "node_id": "I_kwDO" + "".join(rng.choices(string.ascii_letters + string.digits + "-_", k=10)),
+                "number": n, "title": " ".join(rng.choices(WORDS, k=rng.randint(4, 10))).capitalize(),
+                "user": {"login": login, "id": uid, "avatar_url": f"https://avatars.githubusercontent.com/u/{uid}?v=4",
+                         "html_url": f"https://github.com/{login}", "type": "User", "site_admin": False},
+                "labels": [{"name": rng.choice(["bug", "enhancement", "docs", "good first issue"]), "color": "d73a4a"}],
+                "state": rng.choice(["open", "closed"]), "locked": False, "comments": rng.randint(0, 40),
+                "created_at": f"2025-0{rng.randint(1, 9)}-{rng.randint(10, 28)}T{rng.randint(10, 23)}:04:05Z",
+                "author_association": "CONTRIBUTOR",
+                "body": " ".join(rng.choices(WORDS, k=rng.randint(20, 120))).capitalize() + ".",
             }
         )
         parts.append(item)
@@ -114,8 +145,8 @@ def main(argv: list[str] | None = None) -> int:
     reference = Scanner(specs, engine="regex", timeout=600)
     evasions = Evasions()
     rng = random.Random(1)
-    bodies = {"clean-json": clean_json(args.size, rng), "clean-text": clean_text(args.size, rng),
-              "with-secrets": with_secrets(args.size, rng)}
+    bodies = {"clean-json": clean_json(args.size, rng), "github-json": github_json(args.size, rng),
+              "clean-text": clean_text(args.size, rng), "with-secrets": with_secrets(args.size, rng)}
     mb = args.size / 1e6
     rows = []
     print(f"engine: {fast.engine_description}; allocator: {'as clearwall run sets it' if tuned else 'glibc defaults'}",
@@ -141,7 +172,7 @@ def main(argv: list[str] | None = None) -> int:
         rows.append(row)
         cases.append((row, secrets_only, bodies[name], "request.body"))
     # The proxy's path: inspect_body hands the scanner the body's own bytes with the text.
-    for name in ("clean-json", "with-secrets"):
+    for name in ("clean-json", "github-json", "clean-text", "with-secrets"):
         row = {"body": name, "target": "request.body", "library": "all libraries, body bytes given: the proxy's path"}
         rows.append(row)
         cases.append((row, fast, bodies[name], "request.body", bodies[name].encode("utf-8", "surrogateescape")))

@@ -8,6 +8,8 @@ import json
 from urllib.parse import quote
 
 import pytest
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
 
 from clearwall.content.inspect import INSPECTION_ERROR, TOO_LARGE, inspect_body, inspect_text, redact_spans
 from clearwall.content.scanner import Scanner
@@ -229,3 +231,31 @@ def test_the_prefiltered_engine_finds_a_secret_whatever_the_charset(data, conten
     fast = Scanner(SPECS, engine="hyperscan", timeout=10)
     result = inspect_body(fast, "request.body", data, content_type=content_type, content_encoding=None, max_size=1 << 20)
     assert result.blocked_by == "aws"
+
+
+FOLDING = [FilterSpec("fold", r"(?i)\bsik\b", where=REQ), FilterSpec("wide", r"数据\s*(?P<secret>[a-z]{3})", where=REQ),
+           *SPECS]
+
+
+try:
+    FAST_FOLDING = Scanner(FOLDING, engine="hyperscan", timeout=10)
+except Exception:  # noqa: BLE001 - hyperscan absent: the test skips
+    FAST_FOLDING = None
+REF_FOLDING = Scanner(FOLDING, engine="regex", timeout=10)
+
+
+@pytest.mark.parametrize("charset", ["utf-8", "latin-1"])
+@settings(max_examples=150, deadline=None)
+@example(text="x s\u0130k \u017fi\u212a 数据abc")  # folding characters beside wide ones
+@example(text="数据 xyz s\u0130k")
+@given(text=st.text(alphabet="sikSIK \u0130\u212a\u017f数据é-AKIBCDEFGHJLMNOP2@x.y\udc80", max_size=60))
+def test_bodies_scanned_from_their_bytes_match_the_reference(charset, text):
+    pytest.importorskip("hyperscan")
+    try:
+        data = text.encode(charset, "surrogateescape")
+    except UnicodeEncodeError:
+        return
+    kwargs = dict(content_type=f"text/plain; charset={charset}", content_encoding=None, max_size=1 << 20)
+    fast = inspect_body(FAST_FOLDING, "request.body", data, **kwargs)
+    ref = inspect_body(REF_FOLDING, "request.body", data, **kwargs)
+    assert (fast.matches, fast.blocked_by, fast.redacted) == (ref.matches, ref.blocked_by, ref.redacted)

@@ -146,12 +146,12 @@ class Evasions:
                     found.append(decoded)
         return "\n".join(found) or None
 
-    def variants(self, text: str, *, raw: bytes | None = None) -> list[Variant]:
+    def variants(self, text: str, *, utf8: bytes | None = None) -> list[Variant]:
         """Decoded variants, breadth first, each different from the text it came from.
-        `raw`: the bytes `text` was decoded from; for ASCII they are its UTF-8 already."""
+        `utf8`: text's UTF-8 encoding when the caller has it (a body it was decoded from)."""
         try:
-            if raw is not None and len(raw) == len(text) and text.isascii():
-                self._local.last = (text, raw, self._finder.scan(raw) if self._finder is not None else None)
+            if utf8 is not None:
+                self._local.last = (text, utf8, self._finder.scan(utf8) if self._finder is not None else None)
             return self._variants(text)
         finally:
             self._local.last = None  # do not keep the last body alive between calls

@@ -123,13 +123,14 @@ def inspect_text(
     evasions: Evasions | None = DEFAULT_EVASIONS,
     extra_variants: tuple[Variant, ...] = (),
     raw: bytes | None = None,
+    utf8: bytes | None = None,
 ) -> Inspection:
     """Scan `text` (and its decoded variants) for `target` and decide. Never raises.
-    `raw`: the bytes `text` was decoded from (saves re-encoding a large body)."""
+    `raw` (see Scanner.scan) and `utf8` (text's UTF-8) spare re-encoding a large body."""
     if not scanner.watches(target) and not extra_variants:
         return Inspection()  # no filter looks here: decoding variants would be work for nothing
     try:
-        return _inspect(scanner, target, text, evasions, extra_variants, raw)
+        return _inspect(scanner, target, text, evasions, extra_variants, raw, utf8)
     except ScanTimeout:
         log.warning("content scan of %s timed out", target)
         return Inspection(error=INSPECTION_ERROR)
@@ -138,9 +139,9 @@ def inspect_text(
         return Inspection(error=INSPECTION_ERROR)
 
 
-def _inspect(scanner, target, text, evasions, extra_variants, raw=None) -> Inspection:
+def _inspect(scanner, target, text, evasions, extra_variants, raw=None, utf8=None) -> Inspection:
     literal = scanner.scan(text, target, raw=raw)
-    variants = list(extra_variants) + (evasions.variants(text, raw=raw) if evasions else [])
+    variants = list(extra_variants) + (evasions.variants(text, utf8=utf8) if evasions else [])
     if not literal and not variants:
         return Inspection()  # clean and nothing encoded: most traffic ends here
     encoded = _scan_variants(scanner, target, variants)
@@ -206,8 +207,11 @@ def body_text(body: bytes, content_type: str | None) -> tuple[str, str, str]:
             return body.decode(codec), codec, "strict"
         except UnicodeDecodeError:
             pass
-    # Not (or not validly) the declared charset: scan the UTF-8 reading, keep bytes exact.
-    return body.decode("utf-8", "surrogateescape"), "utf-8", "surrogateescape"
+    try:
+        return body.decode("utf-8"), "utf-8", "strict"
+    except UnicodeDecodeError:
+        # Not (or not validly) the declared charset: scan the UTF-8 reading, keep bytes exact.
+        return body.decode("utf-8", "surrogateescape"), "utf-8", "surrogateescape"
 
 
 def inspect_body(
@@ -242,9 +246,11 @@ def inspect_body(
         log.error("decoding %s failed: %s", target, type(exc).__name__)
         return Inspection(error=INSPECTION_ERROR)
     extra = (Variant("form", "\n".join(f"{k}={v}" for k, v in fields)),) if fields else ()
-    # The body bytes double as the prefilter's bytes only where ASCII bytes are ASCII characters.
-    raw = decoded if codec in ASCII_COMPATIBLE else None
-    result = inspect_text(scanner, target, text, evasions=evasions, extra_variants=extra, raw=raw)
+    # The body's bytes spare re-encoding its text: for the scanner when they are one byte per
+    # character of an ASCII-keeping codec or valid UTF-8, for the evasion finder when UTF-8.
+    utf8 = decoded if codec == "utf-8" and errors == "strict" else None
+    raw = decoded if utf8 is not None or (codec in ASCII_COMPATIBLE and len(decoded) == len(text)) else None
+    result = inspect_text(scanner, target, text, evasions=evasions, extra_variants=extra, raw=raw, utf8=utf8)
     if isinstance(result.redacted, str):
         try:
             data = result.redacted.encode(codec, errors)

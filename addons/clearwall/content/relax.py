@@ -403,6 +403,17 @@ def prefilter_bytes(text: str) -> bytes:
     return text.encode("utf-8", "surrogatepass").translate(None, _UTF8_CONTINUATION)
 
 
+def prefilter_bytes_utf8(text: str, data: bytes) -> bytes | None:
+    """prefilter_bytes(text) computed from `data`, the valid UTF-8 encoding of text: its
+    continuation bytes deleted (one pass, ~3x faster than re-encoding a wide string). None
+    when a folding character is present (it must become its ASCII letter: use the text). The
+    folding characters are looked for in the text: searching the UTF-8 for their two- and
+    three-byte forms is ~10x slower among CJK text's continuation bytes."""
+    if any(c in text for c in FOLD_MAP):
+        return None
+    return data.translate(None, _UTF8_CONTINUATION)
+
+
 def _lookaround_width(items) -> int:
     """Widest look-around anywhere in the pattern (how far a match may peek past its end)."""
     widest = 0

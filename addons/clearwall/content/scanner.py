@@ -257,9 +257,10 @@ class Scanner:
     def scan(self, text: str, target: str, *, deadline: float | None = None, raw: bytes | None = None) -> list[Match]:
         """All matches of the filters that apply to `target` (`base|variant` uses `base`).
 
-        `raw`: the bytes `text` was decoded from, when the caller has them. When they hold one
-        byte per character (ASCII, or undecodable bytes kept as surrogates: both sides of 0x80
-        mean the same to the prefilter) they are the prefilter bytes already: no re-encoding.
+        `raw`: the bytes `text` was decoded from, when the caller has them: either one byte per
+        character by a codec that keeps ASCII as ASCII (ASCII, Latin-1, undecodable bytes kept
+        as surrogates: both sides of 0x80 mean the same to the prefilter), which are the
+        prefilter bytes already, or text's valid UTF-8, from which they are cheaper to derive.
         """
         if deadline is None:
             deadline = time.monotonic() + self.budget(len(text))
@@ -271,7 +272,11 @@ class Scanner:
             return []
         if self._prefilter is None:
             return self._confirm_all(plan.applicable, text, target, deadline)
-        data = raw if raw is not None and len(raw) == len(text) else relax.prefilter_bytes(text)
+        data = None
+        if raw is not None:
+            data = raw if len(raw) == len(text) else relax.prefilter_bytes_utf8(text, raw)
+        if data is None:
+            data = relax.prefilter_bytes(text)
         _remaining(deadline)
         try:
             hits = self._prefilter.ends(base, data, self.max_hits, deadline)
