@@ -224,3 +224,38 @@ def test_prefilter_bytes_keep_one_byte_per_character_and_ascii_as_itself(text):
             assert byte == ord(char)
         else:
             assert byte >= 0x80
+
+
+class _StallingClock:
+    """time as the scanner sees it: the wall clock jumps `stall` seconds once, CPU time does not."""
+
+    def __init__(self, stall_at_call: int, stall: float) -> None:
+        self.calls, self.stall_at_call, self.stall, self.offset = 0, stall_at_call, stall, 0.0
+
+    def monotonic(self) -> float:
+        self.calls += 1
+        if self.calls == self.stall_at_call:
+            self.offset += self.stall  # the VM paused, or another thread held the GIL
+        return time.monotonic() + self.offset
+
+    @staticmethod
+    def thread_time() -> float:
+        return time.thread_time()
+
+
+@pytest.mark.parametrize("stall_at_call", [2, 3])
+def test_a_pause_of_the_thread_rescans_instead_of_refusing(engine, monkeypatch, stall_at_call):
+    from clearwall.content import scanner as scanner_mod
+
+    scanner = Scanner([AWS], engine=engine, timeout=0.1)
+    monkeypatch.setattr(scanner_mod, "time", _StallingClock(stall_at_call, stall=5.0))
+    assert [m.filter for m in scanner.scan(f"key {KEY} here", "request.body")] == ["aws"]
+
+
+def test_a_pattern_burning_its_budget_is_still_refused_after_a_pause(engine, monkeypatch):
+    from clearwall.content import scanner as scanner_mod
+
+    scanner = Scanner([FilterSpec("bad", r"(a+)+$", where=BODY)], engine=engine, timeout=0.05)
+    monkeypatch.setattr(scanner_mod, "time", _StallingClock(2, stall=5.0))
+    with pytest.raises(ScanTimeout):
+        scanner.scan("a" * 50000 + "!", "request.body")

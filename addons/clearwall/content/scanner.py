@@ -262,8 +262,23 @@ class Scanner:
         as surrogates: both sides of 0x80 mean the same to the prefilter), which are the
         prefilter bytes already, or text's valid UTF-8, from which they are cheaper to derive.
         """
-        if deadline is None:
-            deadline = time.monotonic() + self.budget(len(text))
+        if deadline is not None:
+            return self._scan(text, target, deadline, raw)
+        budget = self.budget(len(text))
+        cpu = time.thread_time()
+        try:
+            return self._scan(text, target, time.monotonic() + budget, raw)
+        except ScanTimeout:
+            # The limit is wall-clock; it exists for patterns that burn CPU. When this thread
+            # used under half of it, the clock ran out while it was not running (the VM paused,
+            # another thread held the GIL): scan once more instead of refusing the flow.
+            if time.thread_time() - cpu >= budget / 2:
+                raise
+            log.warning("content scan of %s outran its time limit while its thread was not running; rescanning",
+                        target.split("|", 1)[0])
+            return self._scan(text, target, time.monotonic() + budget, raw)
+
+    def _scan(self, text: str, target: str, deadline: float, raw: bytes | None) -> list[Match]:
         base = target.split("|", 1)[0]
         plan = self._plans.get(base)
         if plan is None:

@@ -12,7 +12,6 @@ shortened: libraries ship bounded patterns.
 
 from __future__ import annotations
 
-import time
 from typing import TYPE_CHECKING
 
 from . import relax
@@ -67,10 +66,9 @@ class StreamScan:
         return self._base + self.window if self._base else 0
 
     def _scan(self, settled_end: int | None) -> list[Match]:
-        deadline = time.monotonic() + self._scanner.budget(len(self._buf))
         start = self._settled_start()
         out: list[Match] = []
-        for m in self._scanner.scan(self._buf, self._target, deadline=deadline):
+        for m in self._scanner.scan(self._buf, self._target):
             a, b = m.start + self._base, m.end + self._base
             if a < start or (settled_end is not None and b > settled_end):
                 continue
