@@ -379,41 +379,6 @@ def hyperscan_pattern(pattern: str) -> bytes:
     return (guard + text).encode("ascii")
 
 
-# UTF-8 continuation bytes vanish and lead bytes (0xC2-0xF4) stay: one byte of 0x80-0xFF per
-# non-ASCII character, at bytes.translate speed (the codec error-handler route is ~20x slower
-# on scattered accents).
-_UTF8_CONTINUATION = bytes(range(0x80, 0xC0))
-
-
-def prefilter_bytes(text: str) -> bytes:
-    """`text` as one byte per character: ASCII as itself, U+0130/U+212A/U+017F as i/k/s, every
-    other non-ASCII character as some byte of 0x80-0xFF. Hyperscan offsets are character offsets."""
-    if text.isascii():
-        return text.encode("ascii")
-    try:
-        # Every character below U+0100 (accented Latin text): a copy, ~50x faster than the
-        # UTF-8 route. None of the three folding characters is below U+0100.
-        return text.encode("latin-1")
-    except UnicodeEncodeError:
-        pass
-    for char, letter in FOLD_MAP.items():
-        if char in text:
-            text = text.replace(char, letter)
-    # surrogatepass: lone surrogates (from JSON \ud800 escapes) are characters too.
-    return text.encode("utf-8", "surrogatepass").translate(None, _UTF8_CONTINUATION)
-
-
-def prefilter_bytes_utf8(text: str, data: bytes) -> bytes | None:
-    """prefilter_bytes(text) computed from `data`, the valid UTF-8 encoding of text: its
-    continuation bytes deleted (one pass, ~3x faster than re-encoding a wide string). None
-    when a folding character is present (it must become its ASCII letter: use the text). The
-    folding characters are looked for in the text: searching the UTF-8 for their two- and
-    three-byte forms is ~10x slower among CJK text's continuation bytes."""
-    if any(c in text for c in FOLD_MAP):
-        return None
-    return data.translate(None, _UTF8_CONTINUATION)
-
-
 def _lookaround_width(items) -> int:
     """Widest look-around anywhere in the pattern (how far a match may peek past its end)."""
     widest = 0

@@ -4,21 +4,22 @@ The reference behaviour (engine="regex") is: for each applicable filter, every n
 match of its own compiled `regex` pattern, in filter order, kept when its validator agrees.
 The fast engine returns exactly the same list:
 
-1. One Hyperscan database per target (prefilter mode, relaxed patterns, see relax.py) reports
-   the end offsets where each filter may match. Clean traffic stops here, with no callback.
+1. Hyperscan databases per side (prefilter mode, relaxed patterns: relax.py; the bytes scanned
+   and the databases: prefilter.py) report the end offsets where each filter may match. Clean
+   traffic stops here, with no callback and no filter visited.
 2. For each filter with a bounded width, `regex` confirms inside windows around those ends,
    continuing the reference iteration across windows so the non-overlapping semantics are
    unchanged. Filters with an unbounded width, more than `max_hits` possible ends, or no
    Hyperscan form are confirmed by a whole-text scan.
 
-Every `regex` call gets the time left of the per-scan budget; running out raises ScanTimeout.
+Every `regex` call gets the time left of the per-scan budget; running out raises ScanTimeout
+(once retried when the thread was paused rather than busy, see Scanner.scan).
 Hyperscan objects are shared; scratch space is per thread, so one Scanner serves many threads.
 """
 
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
@@ -27,6 +28,7 @@ import regex
 
 from . import relax
 from .errors import ContentError, PatternError, ScanTimeout
+from .prefilter import RESPONSE_TARGETS, Prefilter, _hs, prefilter_bytes, prefilter_bytes_utf8, remaining
 from .spec import FilterSpec, Match
 from .validators import Validator, parse_validator
 
@@ -35,13 +37,7 @@ if TYPE_CHECKING:  # stream.py imports this module
 
 log = logging.getLogger(__name__)
 
-try:  # Hyperscan is an accelerator only; without it every filter runs on `regex`.
-    import hyperscan as _hs
-except ImportError:  # pragma: no cover - exercised where the wheel is missing
-    _hs = None
-
 ENGINES = ("auto", "hyperscan", "regex")
-RESPONSE_TARGETS = frozenset({"response.headers", "response.body", "sse", "websocket"})
 
 
 class _Filter:
@@ -95,16 +91,9 @@ class _Filter:
         return Match(self.spec.name, self.spec.action, target, start, end, self.spec.mode)
 
 
-def _remaining(deadline: float) -> float:
-    left = deadline - time.monotonic()
-    if left <= 0:
-        raise ScanTimeout("content scan exceeded its time limit")
-    return left
-
-
 def _finditer(f: _Filter, text: str, pos: int, endpos: int, deadline: float):
     try:
-        yield from f.pattern.finditer(text, pos, endpos, timeout=_remaining(deadline))
+        yield from f.pattern.finditer(text, pos, endpos, timeout=remaining(deadline))
     except TimeoutError:
         raise ScanTimeout(f"content scan exceeded its time limit in filter {f.spec.name!r}") from None
 
@@ -113,85 +102,6 @@ def check_pattern(pattern: str) -> None:
     """The checks a Scanner makes on one pattern (compiles, cannot match the empty string), so
     the rule loader can report a bad pattern at its file:line instead of at start-up."""
     _Filter(0, FilterSpec("pattern", pattern), want_hs=False)
-
-
-class _Prefilter:
-    """Hyperscan databases per distinct set of filters a target uses (shared, read-only).
-
-    Filters with any required literal (even one byte: `@`, `Q~`, `SK`) share one database,
-    where their literals join the shared literal matcher almost for free (measured: +0.02 ms
-    per MiB each for most). Literal-free filters (card numbers) get a second database: such a
-    pattern runs an automaton over every byte, and inside the shared one it cost more still.
-    """
-
-    ANCHOR = 1
-
-    def __init__(self, filters: list[_Filter], targets: Iterable[str]) -> None:
-        self._local = threading.local()
-        self._dbs: dict[frozenset[int], list[object]] = {}
-        self.by_target: dict[str, frozenset[int]] = {}
-        # One database set per direction, not per target: the request targets share most
-        # filters, and compiling takes ~0.3 s per database. scan() only confirms the filters
-        # that apply to its target, so hits of the others cost a callback at most.
-        sides: dict[str, set[str]] = {}
-        for target in targets:
-            sides.setdefault("response" if target in RESPONSE_TARGETS else "request", set()).add(target)
-        for side_targets in sides.values():
-            ids = frozenset(f.index for f in filters if f.hs_expr and any(f.applies(t) for t in side_targets))
-            for target in side_targets:
-                self.by_target[target] = ids
-            if ids and ids not in self._dbs:
-                chosen = [f for f in filters if f.index in ids]
-                groups = [[f for f in chosen if f.literal >= self.ANCHOR], [f for f in chosen if f.literal < self.ANCHOR]]
-                self._dbs[ids] = [self._compile(g) for g in groups if g]
-
-    @staticmethod
-    def _compile(filters: list[_Filter]):
-        db = _hs.Database()
-        db.compile(
-            expressions=[f.hs_expr for f in filters],
-            ids=[f.index for f in filters],
-            elements=len(filters),
-            flags=[_hs.HS_FLAG_PREFILTER] * len(filters),
-        )
-        return db
-
-    def _scratch(self, db) -> object:
-        cache = getattr(self._local, "scratch", None)
-        if cache is None:
-            cache = self._local.scratch = {}
-        scratch = cache.get(id(db))
-        if scratch is None:
-            scratch = cache[id(db)] = _hs.Scratch(db)
-        return scratch
-
-    def ends(self, target: str, data: bytes, limit: int, deadline: float) -> dict[int, list[int] | None]:
-        """Possible match end offsets per filter; None for a filter with more than `limit`."""
-        ids = self.by_target.get(target)
-        if not ids:
-            return {}
-        found: dict[int, list[int] | None] = {}
-        calls = 0
-
-        def on_match(index, _from, to, _flags, _ctx):
-            nonlocal calls
-            ends = found.get(index, ())
-            if ends is None:
-                pass
-            elif len(ends) >= limit:
-                found[index] = None  # confirm this filter on the whole text instead
-            elif ends:
-                ends.append(to)
-            else:
-                found[index] = [to]
-            calls += 1
-            # Hyperscan is linear, but a hostile body can make it call back per byte.
-            return not calls & 0x3FF and time.monotonic() > deadline
-
-        for db in self._dbs[ids]:
-            db.scan(data, match_event_handler=on_match, scratch=self._scratch(db))
-        _remaining(deadline)
-        return found
 
 
 class Scanner:
@@ -222,11 +132,11 @@ class Scanner:
         names = [f.spec.name for f in self.filters]
         if len(set(names)) != len(names):
             raise PatternError("filter names must be unique")
-        self._prefilter: _Prefilter | None = None
+        self._prefilter: Prefilter | None = None
         if want_hs:
             targets = {t for f in self.filters for t in f.spec.where}
             try:
-                self._prefilter = _Prefilter(self.filters, targets)
+                self._prefilter = Prefilter(self.filters, targets)
             except _hs.error as exc:  # a pattern set Hyperscan rejects as a whole
                 log.warning("hyperscan prefilter unavailable, using regex only: %s", exc)
         self.engine = "hyperscan" if self._prefilter else "regex"
@@ -289,14 +199,14 @@ class Scanner:
             return self._confirm_all(plan.applicable, text, target, deadline)
         data = None
         if raw is not None:
-            data = raw if len(raw) == len(text) else relax.prefilter_bytes_utf8(text, raw)
+            data = raw if len(raw) == len(text) else prefilter_bytes_utf8(text, raw)
         if data is None:
-            data = relax.prefilter_bytes(text)
-        _remaining(deadline)
+            data = prefilter_bytes(text)
+        remaining(deadline)
         try:
             hits = self._prefilter.ends(base, data, self.max_hits, deadline)
         except _hs.error as exc:  # fail closed: the reference engine gives the same answer
-            _remaining(deadline)  # a scan we stopped for time is a timeout, not an engine fault
+            remaining(deadline)  # a scan we stopped for time is a timeout, not an engine fault
             log.warning("hyperscan scan failed, confirming with regex: %s", exc)
             return self._confirm_all(plan.applicable, text, target, deadline)
         if not hits and not plan.regex_only:
