@@ -146,3 +146,36 @@ def test_records_written_between_start_and_run_are_shown_once(tmp_path):
     stop.set()
     t.join(5)
     assert got == ["e2", "e3"]
+
+
+def test_rotations_while_catching_up_lose_no_file(tmp_path, monkeypatch):
+    from clearwall.audit import follow as follow_mod
+
+    w = LogWriter(tmp_path, rotate_bytes=1200)  # about 3 records per file
+    w.start()
+    w.submit(rec(0))
+    wait(lambda: w.records_written == 1)
+    real, calls = follow_mod.rotated_files, []
+
+    def listing(log_dir):
+        files = real(log_dir)
+        if not calls:  # the first catch-up: more rotations land right after its listing
+            for i in range(4, 12):
+                w.submit(rec(i))
+            wait(lambda: w.records_written == 12)
+        calls.append(len(files))
+        return files
+
+    monkeypatch.setattr(follow_mod, "rotated_files", listing)
+    got: list[str] = []
+    stop = threading.Event()
+    t = threading.Thread(target=collect, args=(tmp_path, stop, got, 0.05))
+    t.start()
+    time.sleep(0.3)
+    for i in range(1, 4):  # enough for a rotation: the follower catches up
+        w.submit(rec(i))
+    wait(lambda: len(got) >= 11)
+    stop.set()
+    t.join(5)
+    w.close()
+    assert calls and got == [f"e{i}" for i in range(1, 12)]

@@ -111,9 +111,10 @@ class Follower:
             return False
         return st.st_ino != self._inode or st.st_size < self._f.tell()
 
-    def _catch_up(self) -> Iterator[dict]:
-        """Records of files rotated since the live file was opened, after the last shown."""
-        opened_at, last = self._opened_at, self.last
+    def _catch_up(self, opened_at: float) -> Iterator[dict]:
+        """Records of files rotated since `opened_at` (when the previous live file was opened),
+        after the last shown."""
+        last = self.last
         self.shown = {last} if last else set()
         found = last is None
         for f in rotated_files(self.log_dir):
@@ -144,11 +145,16 @@ class Follower:
                 time.sleep(self.poll)
                 continue
             # Rotated: finish the old file, then everything rotated since, then the new live
-            # file from its start (records already shown by the catch-up are skipped).
+            # file from its start (records already shown by the catch-up are skipped). The new
+            # live file is opened before the catch-up lists the rotated files: a rotation in
+            # between would otherwise hide a whole file (one listed too late to be caught up,
+            # and gone from the live name before it was opened).
             yield from self._lines(self._f.read())
             self._f.close()
             self._f, self._buf = None, b""
-            yield from self._catch_up()
+            since = self._opened_at
+            self._open(at_end=False)
+            yield from self._catch_up(since)
         if self._f is not None:
             self._f.close()
 
