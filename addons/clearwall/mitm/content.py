@@ -217,9 +217,10 @@ def refuse_at_headers(flow: http.HTTPFlow, refusal: Refusal) -> None:
     flow.response.stream = lambda chunk: body if chunk == b"" else []  # [] sends nothing
 
 
-def apply_inspection(flow: http.HTTPFlow, st: FlowState, result: Inspection, where: str, kind: str,
-                     too_large: str = "request_too_large") -> bool:
-    """Record matches and would-blocks on the flow; refuse it when the result says so (True)."""
+def note_matches(st: FlowState, result: Inspection, where: str, kind: str, *, once: bool = False) -> None:
+    """Record each matched filter and target once on the flow (the log names them, never the
+    matched text), and the report-mode filters that would have refused. `once`: one would-block
+    per filter, for streams and WebSocket connections that are scanned many times."""
     seen = {(m["rule"], m["where"]) for m in st.matches}
     for m in result.matches:
         if (m.filter, m.target) not in seen:
@@ -227,7 +228,15 @@ def apply_inspection(flow: http.HTTPFlow, st: FlowState, result: Inspection, whe
             st.matches.append({"rule": m.filter, "where": m.target, "action": m.action,
                                **({"mode": "report"} if m.mode == "report" else {})})
     for name in result.would_block:
+        if once and any(r.rule == name and r.kind == kind for r in st.would_block):
+            continue
         st.would_block.append(Refusal(kind, name, f"filter {name} matched {where}"))
+
+
+def apply_inspection(flow: http.HTTPFlow, st: FlowState, result: Inspection, where: str, kind: str,
+                     too_large: str = "request_too_large") -> bool:
+    """Record matches and would-blocks on the flow; refuse it when the result says so (True)."""
+    note_matches(st, result, where, kind)
     if result.error == TOO_LARGE:
         respond.refuse(flow, Refusal(too_large, SIZE_RULE, f"{where} decodes past its size or 100:1 ratio cap"))
         return True

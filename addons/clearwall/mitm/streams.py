@@ -35,7 +35,7 @@ from clearwall.content.streaming import (  # noqa: F401 (re-exported for the ada
     JSON_LINES, MAX_EVENT, STREAM_THRESHOLD, ChunkGuard, SseGuard, StreamLog, Verdict,
     split_events, split_lines,
 )
-from clearwall.mitm.content import caps, refuse_at_headers, scanner
+from clearwall.mitm.content import caps, note_matches, refuse_at_headers, scanner
 from clearwall.mitm.guard import guarded
 from clearwall.mitm.mcp import mcp_policy
 from clearwall.mitm.runtime import Runtime
@@ -92,16 +92,7 @@ def _check(st: FlowState, sc, targets: tuple[str, ...], text: str) -> Verdict:
 
 
 def _record(st: FlowState, result: Inspection, where: str) -> None:
-    seen = {(m["rule"], m["where"]) for m in st.matches}
-    for m in result.matches:
-        if (m.filter, m.target) not in seen:
-            seen.add((m.filter, m.target))
-            st.matches.append({"rule": m.filter, "where": m.target, "action": m.action,
-                               **({"mode": "report"} if m.mode == "report" else {})})
-    for name in result.would_block:
-        if not any(r.rule == name and r.kind == "response_blocked" for r in st.would_block):
-            # once per filter: a long stream must not grow this list
-            st.would_block.append(Refusal("response_blocked", name, f"filter {name} matched {where}"))
+    note_matches(st, result, where, "response_blocked", once=True)  # a long stream must not grow the list
 
 
 def _final_line(flow: http.HTTPFlow, refusal: Refusal) -> bytes:

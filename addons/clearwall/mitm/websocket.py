@@ -21,7 +21,7 @@ from mitmproxy import ctx, http
 
 from clearwall.audit.record import Message
 from clearwall.content.inspect import inspect_text
-from clearwall.mitm.content import scanner
+from clearwall.mitm.content import note_matches, scanner
 from clearwall.mitm.guard import guarded
 from clearwall.mitm.runtime import Runtime
 from clearwall.mitm.state import flow_state
@@ -97,16 +97,8 @@ class WebSockets:
             # Large messages are scanned off the event loop; the layer waits for this hook.
             result = (await asyncio.to_thread(inspect_text, sc, "websocket", text) if len(text) > THREAD_THRESHOLD
                       else inspect_text(sc, "websocket", text))
-            seen = {(m["rule"], m["where"]) for m in st.matches}
-            for m in result.matches:
-                if (m.filter, m.target) not in seen:  # one entry per filter and target per connection
-                    seen.add((m.filter, m.target))
-                    st.matches.append({"rule": m.filter, "where": m.target, "action": m.action,
-                                       **({"mode": "report"} if m.mode == "report" else {})})
-            for name in result.would_block:
-                refusal = Refusal("content_blocked", name, f"filter {name} matched a WebSocket message")
-                if refusal not in st.would_block:  # once per filter for the connection
-                    st.would_block.append(refusal)
+            # One entry per filter and target, one would-block per filter, for the connection.
+            note_matches(st, result, "a WebSocket message", "content_blocked", once=True)
             refusal = None
             if result.error is not None:
                 refusal = Refusal("inspection_error", "content-inspection", "a WebSocket message could not be inspected")
