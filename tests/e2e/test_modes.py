@@ -109,6 +109,15 @@ def test_mitmdump_script_loads_clearwall_and_a_raising_hook_refuses(tmp_path, pk
         out = proc.communicate(timeout=10)[0].decode(errors="replace")
     assert "injected fault" in out  # the traceback is in Clearwall's own log
 
+    proc = start(clearwall.script.__file__, str(Path(__file__).parent / "scripts" / "fault_responseheaders.py"))
+    try:
+        status, _, body = via_curl(curl, P, f"https://api.example.test:{upstream.port}/v1/ok")
+        assert status == 502 and refusal(body)["error"] == "inspection_error", body  # no upstream bytes
+    finally:
+        proc.terminate()
+        out = proc.communicate(timeout=10)[0].decode(errors="replace")
+    assert "injected fault at response headers" in out
+
 
 def test_mitmdump_refuses_to_start_when_it_would_generate_its_own_ca(tmp_path, pki, upstream, mitmdump):
     rules = tmp_path / "rules.yaml"

@@ -23,6 +23,7 @@ from clearwall.content.inspect import INSPECTION_ERROR, TOO_LARGE, Inspection, i
 from clearwall.content.scanner import Scanner
 from clearwall.content.spec import FilterSpec
 from clearwall.mitm import respond
+from clearwall.mitm.respond import refuse_at_headers
 from clearwall.mitm.guard import guarded
 from clearwall.mitm.runtime import Runtime
 from clearwall.mitm.state import FlowState, flow_state
@@ -160,7 +161,7 @@ class ContentFilters:
             return
         refusal = _over_cap(st, "response", flow.response.headers.get("content-length"), caps(st.rules, st)[1])
         if refusal is not None:
-            self._refuse_streaming(flow, refusal)
+            refuse_at_headers(flow, refusal)
 
     @guarded
     async def response(self, flow: http.HTTPFlow) -> None:
@@ -201,21 +202,6 @@ class ContentFilters:
         if len(body) < THREAD_THRESHOLD and "content-encoding" not in headers:
             return inspect_body(scanner, target, body, **kwargs)
         return await asyncio.to_thread(inspect_body, scanner, target, body, **kwargs)
-
-    @staticmethod
-    def _refuse_streaming(flow: http.HTTPFlow, refusal: Refusal) -> None:
-        refuse_at_headers(flow, refusal)
-
-
-def refuse_at_headers(flow: http.HTTPFlow, refusal: Refusal) -> None:
-    """Refuse at response headers: the upstream body is drained and dropped, never forwarded.
-
-    Replacing flow.response alone is not enough there: mitmproxy would still read the whole
-    upstream body into it (an endless event stream, for one)."""
-    respond.refuse(flow, refusal)
-    body = flow.response.content
-    flow.response.stream = lambda chunk: body if chunk == b"" else []  # [] sends nothing
-
 
 def note_matches(st: FlowState, result: Inspection, where: str, kind: str, *, once: bool = False) -> None:
     """Record each matched filter and target once on the flow (the log names them, never the

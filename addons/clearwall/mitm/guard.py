@@ -30,7 +30,10 @@ def _fail(hook: str, obj: object) -> None:
                 from clearwall.mitm.websocket import close_1008
 
                 close_1008(obj, "inspection error")
-            elif obj.response is not None and hook in ("response", "responseheaders") and obj.response.stream:
+            elif obj.response is not None and hook == "responseheaders":
+                # The body is still to come: mitmproxy would read it into the refusal and send it.
+                respond.inspection_error(obj, hook, at_headers=True)
+            elif obj.response is not None and hook == "response" and obj.response.stream:
                 obj.kill()  # headers may be gone already; cutting the connection is the only refusal left
             else:
                 respond.inspection_error(obj, hook)

@@ -24,6 +24,18 @@ def refuse(flow: http.HTTPFlow, refusal: Refusal, extra_headers: dict[str, str] 
     flow.response = http.Response.make(status, body, headers)
 
 
-def inspection_error(flow: http.HTTPFlow, where: str) -> None:
-    """The fail-closed answer: whatever went wrong, this flow is not forwarded uninspected."""
-    refuse(flow, Refusal("inspection_error", "clearwall", f"internal error while inspecting ({where})"))
+def refuse_at_headers(flow: http.HTTPFlow, refusal: Refusal) -> None:
+    """Refuse at response headers: the upstream body is drained and dropped, never forwarded.
+
+    Replacing flow.response alone is not enough there: mitmproxy still reads the upstream body
+    into it afterwards (an endless event stream, for one) and sends that."""
+    refuse(flow, refusal)
+    body = flow.response.content
+    flow.response.stream = lambda chunk: body if chunk == b"" else []  # [] sends nothing
+
+
+def inspection_error(flow: http.HTTPFlow, where: str, *, at_headers: bool = False) -> None:
+    """The fail-closed answer: whatever went wrong, this flow is not forwarded uninspected.
+    `at_headers`: the response body has not been read yet (responseheaders)."""
+    refusal = Refusal("inspection_error", "clearwall", f"internal error while inspecting ({where})")
+    (refuse_at_headers if at_headers else refuse)(flow, refusal)

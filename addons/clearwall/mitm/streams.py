@@ -35,7 +35,8 @@ from clearwall.content.streaming import (  # noqa: F401 (re-exported for the ada
     JSON_LINES, MAX_EVENT, STREAM_THRESHOLD, ChunkGuard, SseGuard, StreamLog, Verdict,
     split_events, split_lines,
 )
-from clearwall.mitm.content import caps, note_matches, refuse_at_headers, scanner
+from clearwall.mitm.content import caps, note_matches, scanner
+from clearwall.mitm.respond import refuse_at_headers
 from clearwall.mitm.guard import guarded
 from clearwall.mitm.mcp import mcp_policy
 from clearwall.mitm.runtime import Runtime
