@@ -374,3 +374,74 @@ def test_a_callable_declares_the_bytes_it_holds(tmp_path, writers):
     GatedSink.gate.set()
     w.close()
     assert [r["event"]["id"] for r in lines(tmp_path)] == ["e-1", "e0"]
+
+
+class FsyncFailingSink(FileSink):
+    """A real file whose fsync fails once with EIO (written pages may be lost)."""
+
+    fail = threading.Event()
+
+    def fsync(self):
+        if self.fail.is_set():
+            self.fail.clear()
+            raise OSError(errno.EIO, "Input/output error")
+        return super().fsync()
+
+
+def test_a_failed_fsync_refuses_new_flows_until_a_write_succeeds(tmp_path, writers):
+    FsyncFailingSink.fail.set()
+    w = make(tmp_path, writers, open_sink=FsyncFailingSink, fsync="every", retry_interval=0.02)
+    w.submit(rec(0))
+    assert wait_for(lambda: not w.writable)
+    assert "fsync" in w.last_error
+    w.submit(rec(1))  # the next write succeeds: writable again, nothing lost
+    assert wait_for(lambda: w.writable and w.records_written == 2)
+
+
+def test_a_stray_file_shaped_like_a_rotation_does_not_stop_the_writer(tmp_path, writers):
+    (tmp_path / "flows-20261399T000000.000000Z.jsonl.gz").write_bytes(b"")  # no such date
+    w = make(tmp_path, writers, rotate_bytes=200)
+    for i in range(6):
+        w.submit(rec(i))
+    assert wait_for(lambda: w.records_written == 6) and w.writable
+
+
+def test_an_unexpected_writer_error_refuses_flows_and_the_writer_goes_on(tmp_path, writers, monkeypatch):
+    w = make(tmp_path, writers, retry_interval=0.02)
+    real, calls = w._file.flush, []
+
+    def flaky(now):
+        calls.append(now)
+        if len(calls) == 1:
+            raise RuntimeError("a bug in the writer")
+        return real(now)
+
+    monkeypatch.setattr(w._file, "flush", flaky)
+    w.submit(rec(0))
+    assert wait_for(lambda: w.records_written == 1)  # retried after the error, not lost
+    assert w._thread.is_alive() and w.writable
+
+
+def test_submit_to_a_writer_whose_thread_stopped_is_refused(tmp_path):
+    w = LogWriter(tmp_path)
+    w.start()
+    w._abort.set()  # the thread ends as if it had died
+    w._thread.join(5)
+    with pytest.raises(LogClosed):
+        w.submit(rec(0))
+    w.close()
+
+
+def test_a_callable_that_cannot_build_its_record_leaves_an_error_record_under_its_flow_id(tmp_path, writers):
+    import functools
+
+    def broken():
+        raise ValueError("bad record")
+
+    build = functools.partial(broken)
+    build.flow_id = "flow-123"  # as the body-log adapter labels what it submits
+    w = make(tmp_path, writers)
+    w.submit(build)
+    assert wait_for(lambda: w.records_written == 1)
+    w.close()
+    assert lines(tmp_path)[0]["event"] == {"id": "flow-123", "action": "error", "reason": "log_record_error"}

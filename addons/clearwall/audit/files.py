@@ -68,7 +68,10 @@ def parse_rotated(name: str) -> tuple[float, int, bool] | None:
     m = _ROTATED.match(name)
     if not m:
         return None
-    dt = datetime.strptime(m.group(1), _STAMP).replace(tzinfo=timezone.utc)
+    try:
+        dt = datetime.strptime(m.group(1), _STAMP).replace(tzinfo=timezone.utc)
+    except ValueError:  # shaped like a rotation but no real time (a stray file): not ours
+        return None
     return dt.timestamp(), int(m.group(2) or 0), bool(m.group(3))
 
 

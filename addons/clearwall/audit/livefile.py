@@ -141,9 +141,9 @@ class LiveFile:
         """Called while idle: close the day's file on time even when no record arrives."""
         if self.pending or self.file_day is None or utc_day(now) == self.file_day:
             return
-        if not self.path.exists() or self.path.stat().st_size == 0:
-            return
         try:
+            if not self.path.exists() or self.path.stat().st_size == 0:
+                return
             if self._sink is None:
                 self._sink = self._open_sink(self.path)
             self.rotate(now)
@@ -157,9 +157,8 @@ class LiveFile:
             self._sink.fsync()
             self._dirty = False
         except OSError as e:
-            self.write_errors += 1
-            self.last_error = f"fsync {self.path}: {e.strerror or e}"
-            log.error("body log fsync failed: %s", self.last_error)
+            # Written pages may be lost (EIO): refuse new flows until a write succeeds again.
+            self._failed(e, "fsync ")
         self.last_fsync = time.monotonic()
 
     @property

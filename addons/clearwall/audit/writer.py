@@ -145,7 +145,7 @@ class LogWriter:
         thread). Never blocks; raises LogBackpressure when the queue is full (refuse the flow).
         held_bytes: memory the item keeps alive until written (bodies); computed for an
         Exchange, pass it for a callable that closes over bodies."""
-        if not self._accepting:
+        if not self._accepting or not self._thread.is_alive():
             raise LogClosed("the body log writer is not running; the record was not accepted")
         size = _held_bytes(item) if held_bytes is None else held_bytes
         try:
@@ -186,6 +186,9 @@ class LogWriter:
         still cannot be written when timeout expires is reported in Clearwall's own log."""
         if not self._thread.is_alive():
             self._accepting = False
+            if self.queue_depth:
+                log.error("body log closed with %d record(s) unwritten (the writer had stopped): %s",
+                          self.queue_depth, self.last_error)
             return
         deadline = time.monotonic() + timeout
         self._accepting = False
@@ -207,6 +210,18 @@ class LogWriter:
     # ----- writer thread -----------------------------------------------------------------
 
     def _run(self) -> None:
+        # An unexpected error must not end the thread (records would queue up unwritten):
+        # say so, refuse new flows until a write succeeds, and go on.
+        while True:
+            try:
+                return self._loop()
+            except Exception:
+                log.exception("body log writer error; refusing new flows until a write succeeds")
+                self._file.writable = False
+                if self._abort.wait(self.retry_interval):
+                    return
+
+    def _loop(self) -> None:
         stopping = False
         tick = min(self.fsync_interval, 1.0) if self.fsync == "interval" else 1.0
         while True:

@@ -8,6 +8,7 @@ Records are built and written in the writer's thread: the hook only gathers refe
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 
@@ -204,7 +205,9 @@ class BodyLog:
             ex.extra["clearwall"] = {"would_block": [
                 {"kind": r.kind, "rule": r.rule, "message": r.message} for r in st.would_block]}
         held = len(ex.request_body or b"") + len(ex.response_body or b"")
-        await self._submit(lambda: _build(ex, st.stream_log), held_bytes=held)
+        build = functools.partial(_build, ex, st.stream_log)
+        build.flow_id = ex.flow_id  # a record that cannot be built still leaves one under this id
+        await self._submit(build, held_bytes=held)
 
 
 def _header_list(headers: http.Headers) -> list[tuple[str, str]]:
