@@ -259,3 +259,23 @@ def test_bodies_scanned_from_their_bytes_match_the_reference(charset, text):
     fast = inspect_body(FAST_FOLDING, "request.body", data, **kwargs)
     ref = inspect_body(REF_FOLDING, "request.body", data, **kwargs)
     assert (fast.matches, fast.blocked_by, fast.redacted) == (ref.matches, ref.blocked_by, ref.redacted)
+
+
+def test_a_redact_match_only_a_quoted_printable_form_part_shows_is_refused():
+    user, domain = EMAIL.split("@")
+    data = (
+        b"--B\r\nContent-Disposition: form-data; name=\"to\"\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n"
+        + user.encode() + b"=\r\n@" + domain.encode() + b"\r\n--B--\r\n"  # a soft line break splits it
+    )
+    result = body(data, content_type="multipart/form-data; boundary=B")
+    assert result.blocked_by == "email" and result.redacted is None
+
+
+def test_a_text_with_more_decodings_than_inspection_is_bounded_to_is_refused():
+    from clearwall.content.evasions import Evasions
+
+    decoys = "%2541 \\n " + base64.b64encode(b"decoy text one two").decode() + " 6465636f79207465787420 &amp;amp; "
+    text = decoys + base64.b64encode(KEY.encode()).decode()
+    assert inspect_text(SCANNER, "request.body", text).blocked_by == "aws"
+    capped = inspect_text(SCANNER, "request.body", text, evasions=Evasions(max_variants=2))
+    assert capped.error == INSPECTION_ERROR and capped.refused

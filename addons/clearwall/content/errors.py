@@ -28,3 +28,7 @@ class DecodeError(ContentError):
 
 class TooLarge(ContentError):
     """Decoding would exceed the size cap or the compression-ratio cap (a decompression bomb)."""
+
+
+class TooManyVariants(ContentError):
+    """A text decodes into more variants than inspection is bounded to: refused, not passed."""

@@ -15,6 +15,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from .errors import TooManyVariants
 from .runs import B64_STD, B64_URL, HEX, HEX_HIGH, RunFinder, b64_textlike, have_hyperscan, mostly, tokens
 from .textdecoders import as_text, has_entity, has_percent, html_entities, invisible, json_escapes, percent, score
 
@@ -147,8 +148,20 @@ class Evasions:
         return "\n".join(found) or None
 
     def variants(self, text: str, *, utf8: bytes | None = None) -> list[Variant]:
-        """Decoded variants, breadth first, each different from the text it came from.
-        `utf8`: text's UTF-8 encoding when the caller has it (a body it was decoded from)."""
+        """Decoded variants, breadth first, each different from the text it came from, up to
+        the limits. `utf8`: text's UTF-8 encoding when the caller has it (a body it was decoded
+        from)."""
+        return self._bounded(text, utf8)[0]
+
+    def all_variants(self, text: str, *, utf8: bytes | None = None) -> list[Variant]:
+        """Every decoded variant, or TooManyVariants: inspection must not pass a text whose
+        decodings it did not all see (decoy encodings could push the real one past a limit)."""
+        out, complete = self._bounded(text, utf8)
+        if not complete:
+            raise TooManyVariants(f"more than {self.max_variants} decoded variants or {self.max_total} bytes of them")
+        return out
+
+    def _bounded(self, text: str, utf8: bytes | None) -> tuple[list[Variant], bool]:
         try:
             if utf8 is not None:
                 self._local.last = (text, utf8, self._finder.scan(utf8) if self._finder is not None else None)
@@ -164,9 +177,10 @@ class Evasions:
         _data, report = self._analyse(text)
         return not report  # no base64, hex or invisible-character fingerprint anywhere
 
-    def _variants(self, text: str) -> list[Variant]:
+    def _variants(self, text: str) -> tuple[list[Variant], bool]:
+        """(variants, complete): complete is False when a limit cut the list short."""
         if self._nothing_to_decode(text):
-            return []
+            return [], True
         out: list[Variant] = []
         total = 0
         layer = [Variant("", text)]
@@ -178,11 +192,11 @@ class Evasions:
                     if decoded is None or decoded == parent.text:
                         continue
                     if len(out) >= self.max_variants or total + len(decoded) > self.max_total:
-                        return out
+                        return out, False
                     desc = f"{parent.description}+{name}" if parent.description else name
                     v = Variant(desc, decoded)
                     out.append(v)
                     next_layer.append(v)
                     total += len(decoded)
             layer = next_layer
-        return out
+        return out, True

@@ -141,7 +141,7 @@ def inspect_text(
 
 def _inspect(scanner, target, text, evasions, extra_variants, raw=None, utf8=None) -> Inspection:
     literal = scanner.scan(text, target, raw=raw)
-    variants = list(extra_variants) + (evasions.variants(text, utf8=utf8) if evasions else [])
+    variants = list(extra_variants) + (evasions.all_variants(text, utf8=utf8) if evasions else [])
     if not literal and not variants:
         return Inspection()  # clean and nothing encoded: most traffic ends here
     encoded = _scan_variants(scanner, target, variants)
@@ -158,6 +158,12 @@ def _inspect(scanner, target, text, evasions, extra_variants, raw=None, utf8=Non
     to_redact = [m for m in literal if m.action == "redact" and m.mode == "enforce"]
     if not any(m.action == "redact" for m in enforce):
         return Inspection(**result)
+    cut = {m.filter for m in to_redact}
+    hidden = [m for m in enforce if m.action == "redact" and m.target.endswith("|form") and m.filter not in cut]
+    if hidden:
+        # Only a decoded form field shows it (quoted-printable, base64 part): nothing in the
+        # text can be cut, so the value would travel as it is. Refuse instead.
+        return Inspection(blocked_by=hidden[0].filter, **result)
     redacted = redact_spans(text, to_redact) if to_redact else text
     is_json = _looks_like_json(text) and _is_json(text)
     if is_json and (not _is_json(redacted) or _leftover(scanner, target, redacted, evasions)):
@@ -177,7 +183,7 @@ def _leftover(scanner, target, text, evasions) -> list[Match]:
 
     Form-field variants are not rechecked: they were cut from the text before redaction.
     """
-    variants = evasions.variants(text) if evasions else []
+    variants = evasions.all_variants(text) if evasions else []
     again = scanner.scan(text, target) + _scan_variants(scanner, target, variants)
     return [m for m in again if m.action == "redact" and m.mode == "enforce"]
 
