@@ -149,3 +149,10 @@ def test_in_report_mode_an_undecidable_body_is_a_would_block_not_a_refusal(tmp_p
     assert [(r.kind, r.rule) for r in flow_state(f).would_block] == [("request_denied", "remote-mcp")]
     f = run(rt, json.dumps(call("delete_repo")).encode())
     assert f.response is None and flow_state(f).would_block[0].kind == "request_denied"
+
+
+def test_other_destinations_refuse_tool_arguments_the_filters_cannot_read(runtime):
+    body = (b'{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"a","arguments":{"q":"x"}},'
+            b'"params":{"name":"a","arguments":{"q":"' + AWS.encode() + b'"}}}')
+    f = run(runtime, body, host="other")
+    assert f.response.status_code == 502 and flow_state(f).refusal.kind == "inspection_error"

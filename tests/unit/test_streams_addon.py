@@ -61,6 +61,7 @@ SSE = "text/event-stream; charset=utf-8"
     ("a compressed body over the threshold", {"content-length": "5000", "content-encoding": "gzip"}, None, False),
     ("chunked without a length", {"content-type": "application/json", "transfer-encoding": "chunked"}, None, False),
     ("a large tools/list result of an MCP destination", {"content-length": "5000"}, "tools/list", False),
+    ("a tools/list result as JSON Lines", {"content-type": "application/x-ndjson"}, "tools/list", False),
 ])
 def test_what_is_streamed(runtime, name, headers, method, streamed):
     f = decide(runtime, headers, method=method)

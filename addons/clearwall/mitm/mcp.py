@@ -92,11 +92,18 @@ class Mcp:
         if not body:
             return
         try:
-            args = (body, req.headers.get("content-encoding"), caps(st.rules, st)[0])
-            parsed = await asyncio.to_thread(_parse, *args) if len(body) > THREAD_THRESHOLD else _parse(*args)
+            encoding = req.headers.get("content-encoding")
+            args = (body, encoding, caps(st.rules, st)[0])
+            # Decompressing (up to 100x) or parsing a large body is thread work, not loop work.
+            parsed = await asyncio.to_thread(_parse, *args) if len(body) > THREAD_THRESHOLD or encoding else _parse(*args)
         except Exception as e:  # noqa: BLE001 - undecodable or malformed
             if strict:
                 _refuse(flow, st, f"MCP request body could not be read as JSON-RPC: {e}")
+            elif any("mcp.arguments" in f.where for f in st.rules.filters):
+                # Tool arguments the filters must see cannot be read (duplicate keys, say): the
+                # server may read them differently. Refuse rather than pass them unchecked.
+                respond.refuse(flow, Refusal("inspection_error", "content-inspection",
+                                             f"MCP request body could not be read as JSON-RPC: {e}"))
             return
         if parsed is None:
             if strict:

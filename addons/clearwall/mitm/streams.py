@@ -144,11 +144,11 @@ class Streams:
             return
         kind = media_type(resp.headers.get("content-type"))[0].lower()
         if kind == "text/event-stream":
-            return self._stream_sse(flow, st)
+            return self._stream_sse(flow, st)  # a tools/list result in events is filtered per event
+        if mcp_policy(st) is not None and st.mcp.get("method") == rpc.TOOLS_LIST:
+            return  # otherwise filtered whole (Mcp.response), never streamed past it
         if kind in JSON_LINES and "content-length" not in resp.headers:
             return self._stream_sse(flow, st, lines=True)  # long-lived record streams (LLM APIs)
-        if mcp_policy(st) is not None and st.mcp.get("method") == rpc.TOOLS_LIST:
-            return  # a tools/list result is filtered whole (Mcp.response), never streamed past it
         length = resp.headers.get("content-length", "")
         encoding = resp.headers.get("content-encoding", "").strip().lower()
         if length.isdigit() and int(length) > self.stream_threshold and encoding in ("", "identity"):
