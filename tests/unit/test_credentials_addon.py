@@ -136,7 +136,9 @@ def test_a_response_echoing_the_injected_secret_is_scrubbed_before_the_client_se
     raw = gzip.compress(body) if encoding == "gzip" else body
     f.response = http.Response.make(200, b"", headers)
     f.response.raw_content = raw
-    asyncio.run(Credentials(Runtime(rules=rules)).response(f))
+    addon = Credentials(Runtime(rules=rules))
+    asyncio.run(addon.responseheaders(f))  # the hooks in mitmproxy's order
+    asyncio.run(addon.response(f))
     text = repr(list(f.response.headers.items(multi=True))).encode() + f.response.content
     assert b"gh-token-abcdef" not in text
     assert b"[REDACTED]" in text
@@ -153,3 +155,13 @@ def test_a_response_without_the_secret_is_left_alone(tmp_path):
     asyncio.run(Credentials(Runtime(rules=rules)).response(f))
     assert f.response.content == b"nothing secret"
     assert not flow_state(f).redacted
+
+
+def test_an_echoed_header_is_scrubbed_before_a_streamed_response_sends_it(tmp_path):
+    from mitmproxy import http
+
+    rules = _rules(tmp_path)
+    f = _flow(rules, "gh")
+    f.response = http.Response.make(200, b"", {"X-Echo": "token gh-token-abcdef"})
+    asyncio.run(Credentials(Runtime(rules=rules)).responseheaders(f))  # headers leave after this hook
+    assert f.response.headers["X-Echo"] == "token [REDACTED]" and flow_state(f).redacted

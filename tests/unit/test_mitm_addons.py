@@ -102,3 +102,23 @@ def test_a_response_to_a_flow_no_policy_decided_is_refused_not_passed(runtime):
         f = tflow.tflow(resp=True)  # no Clearwall state: Access never decided this request
         asyncio.run(addon.response(f))
     assert f.response.status_code == 502 and _refusal(f)["error"] == "inspection_error"
+
+
+def test_response_header_filters_decide_at_response_headers_before_a_stream_starts(tmp_path):
+    from mitmproxy.test import tutils
+
+    from clearwall.mitm.content import ContentFilters
+
+    p = tmp_path / "r.yaml"
+    p.write_text("version: 1\ndestinations:\n  - name: api\n    hosts: [address]\n    ports: [22]\n"
+                 "filters:\n  - name: leak\n    pattern: 'sk-[a-z]{8}'\n    where: [response.headers]\n    action: block\n")
+    rt = Runtime(rules=load_rules(p, environ={}))
+    access, content = Access(rt), ContentFilters(rt)
+    with taddons.context(access, content):
+        f = tflow.tflow(resp=False)
+        f.request.headers.pop("host", None)
+        access.requestheaders(f)
+        f.response = tutils.tresp(headers=((b"content-type", b"text/event-stream"), (b"x-key", b"sk-abcdefgh")), content=b"")
+        content.responseheaders(f)
+    assert f.response.status_code == 502 and _refusal(f)["error"] == "response_blocked"
+    assert f.response.stream(b"data: upstream\n\n") == []  # the upstream body is dropped, not sent

@@ -161,7 +161,17 @@ class ContentFilters:
             return
         refusal = _over_cap(st, "response", flow.response.headers.get("content-length"), caps(st.rules, st)[1])
         if refusal is not None:
-            refuse_at_headers(flow, refusal)
+            return refuse_at_headers(flow, refusal)
+        if not st.rules.filters:
+            return
+        # Here, not in `response`: a streamed response (SSE, large bodies) sends its headers
+        # right after this hook.
+        resp = flow.response
+        heads = inspect_text(self._scanner(st.rules), "response.headers", _headers_text(resp.headers, RESPONSE_SKIP))
+        if apply_inspection(flow, st, heads, "response.headers", "response_blocked", at_headers=True):
+            return
+        if heads.redacted is not None:
+            _replace_headers(resp.headers, RESPONSE_SKIP, heads.redacted)
 
     @guarded
     async def response(self, flow: http.HTTPFlow) -> None:
@@ -179,15 +189,9 @@ class ContentFilters:
             return respond.refuse(flow, refusal)
         if not rules.filters:
             return
-        scanner = self._scanner(rules)
-        heads = inspect_text(scanner, "response.headers", _headers_text(resp.headers, RESPONSE_SKIP))
-        if apply_inspection(flow, st, heads, "response.headers", "response_blocked"):
-            return
-        result = await self._inspect_body(scanner, "response.body", body, resp.headers, cap)
+        result = await self._inspect_body(self._scanner(rules), "response.body", body, resp.headers, cap)
         if apply_inspection(flow, st, result, "response.body", "response_blocked", too_large="response_too_large"):
             return
-        if heads.redacted is not None:
-            _replace_headers(resp.headers, RESPONSE_SKIP, heads.redacted)
         if result.redacted is not None:
             replace_body(resp, result.redacted)
 
@@ -220,18 +224,20 @@ def note_matches(st: FlowState, result: Inspection, where: str, kind: str, *, on
 
 
 def apply_inspection(flow: http.HTTPFlow, st: FlowState, result: Inspection, where: str, kind: str,
-                     too_large: str = "request_too_large") -> bool:
-    """Record matches and would-blocks on the flow; refuse it when the result says so (True)."""
+                     too_large: str = "request_too_large", *, at_headers: bool = False) -> bool:
+    """Record matches and would-blocks on the flow; refuse it when the result says so (True).
+    `at_headers`: refusing at response headers, before the body was read."""
     note_matches(st, result, where, kind)
+    refuse = refuse_at_headers if at_headers else respond.refuse
     if result.error == TOO_LARGE:
-        respond.refuse(flow, Refusal(too_large, SIZE_RULE, f"{where} decodes past its size or 100:1 ratio cap"))
+        refuse(flow, Refusal(too_large, SIZE_RULE, f"{where} decodes past its size or 100:1 ratio cap"))
         return True
     if result.error is not None:
-        respond.refuse(flow, Refusal(INSPECTION_ERROR, "content-inspection",
-                                     f"{where} could not be inspected (undecodable, or the scan timed out)"))
+        refuse(flow, Refusal(INSPECTION_ERROR, "content-inspection",
+                             f"{where} could not be inspected (undecodable, or the scan timed out)"))
         return True
     if result.blocked_by is not None:
-        respond.refuse(flow, Refusal(kind, result.blocked_by, f"filter {result.blocked_by} matched {where}"))
+        refuse(flow, Refusal(kind, result.blocked_by, f"filter {result.blocked_by} matched {where}"))
         return True
     if result.redacted is not None:
         st.redacted = True

@@ -190,27 +190,30 @@ class Credentials:
             found = compiled.detector.find(body)
         return self._exfiltration(flow, rules, "body", found)
 
+    async def _echo_needles(self, flow: http.HTTPFlow) -> list[bytes] | None:
+        st = flow_state(flow)
+        if flow.response is None or st.refusal is not None or st.decision is None or st.rules is None:
+            return None
+        return (await self._compiled(st.rules)).echo.get(st.decision.destination)
+
+    @guarded
+    async def responseheaders(self, flow: http.HTTPFlow) -> None:
+        # Here, not in `response`: a streamed response sends its headers right after this hook.
+        needles = await self._echo_needles(flow)
+        resp = flow.response
+        if needles:
+            echoed = [k.decode("latin-1") for k, v in resp.headers.fields if any(n in v for n in needles)]
+            if echoed:
+                resp.headers.fields = tuple((k, _scrub(v, needles)) for k, v in resp.headers.fields)
+                _echoed(flow, ", ".join(echoed))
+
     @guarded
     async def response(self, flow: http.HTTPFlow) -> None:
-        st = flow_state(flow)
+        needles = await self._echo_needles(flow)
         resp = flow.response
-        if resp is None or st.refusal is not None or st.decision is None or st.rules is None:
-            return
-        needles = (await self._compiled(st.rules)).echo.get(st.decision.destination)
-        if not needles:
-            return
-        echoed = [k.decode("latin-1") for k, v in resp.headers.fields if any(n in v for n in needles)]
-        if echoed:
-            resp.headers.fields = tuple((k, _scrub(v, needles)) for k, v in resp.headers.fields)
-        body = resp.raw_content
-        if body and not resp.stream:
-            if await self._scrub_body(resp, needles, st.rules):
-                echoed.append("body")
-        if echoed:
-            st.redacted = True
-            st.matches.append({"rule": EXFIL_RULE, "where": "response", "action": "redact"})
-            log.warning("flow %s: the response of %s echoed an injected credential (%s); replaced",
-                        flow.id, st.decision.destination, ", ".join(echoed))
+        if needles and resp.raw_content and not resp.stream:
+            if await self._scrub_body(resp, needles, flow_state(flow).rules):
+                _echoed(flow, "body")
 
     @staticmethod
     async def _scrub_body(resp: http.Response, needles: list[bytes], rules: RuleSet) -> bool:
@@ -228,6 +231,16 @@ class Credentials:
             resp.headers.pop("content-encoding", None)  # the raw bytes were scrubbed as they are
         resp.content = content  # encoded again with the response's Content-Encoding, if any
         return True
+
+
+def _echoed(flow: http.HTTPFlow, where: str) -> None:
+    """A response echoed an injected credential, which was replaced: say so once per flow."""
+    st = flow_state(flow)
+    st.redacted = True
+    if not any(m["rule"] == EXFIL_RULE and m["where"] == "response" for m in st.matches):
+        st.matches.append({"rule": EXFIL_RULE, "where": "response", "action": "redact"})
+    log.warning("flow %s: the response of %s echoed an injected credential (%s); replaced",
+                flow.id, st.decision.destination, where)
 
 
 def _scrubbed_body(body: bytes, encoding: str | None, needles: list[bytes], cap: int) -> tuple[bytes, bool] | None:

@@ -22,9 +22,10 @@ import logging
 from mitmproxy import http
 
 from clearwall.content.decode import decode_content
+from clearwall.content.errors import TooLarge
 from clearwall.content.inspect import inspect_text
 from clearwall.mitm import respond
-from clearwall.mitm.content import apply_inspection, caps, replace_body, scanner
+from clearwall.mitm.content import SIZE_RULE, apply_inspection, caps, replace_body, scanner
 from clearwall.mitm.guard import guarded
 from clearwall.mitm.runtime import Runtime
 from clearwall.mitm.state import FlowState, flow_state
@@ -100,10 +101,13 @@ class Mcp:
             if strict:
                 _refuse(flow, st, f"MCP request body could not be read as JSON-RPC: {e}")
             elif any("mcp.arguments" in f.where for f in st.rules.filters):
-                # Tool arguments the filters must see cannot be read (duplicate keys, say): the
-                # server may read them differently. Refuse rather than pass them unchecked.
-                respond.refuse(flow, Refusal("inspection_error", "content-inspection",
-                                             f"MCP request body could not be read as JSON-RPC: {e}"))
+                # Tool arguments the filters must see cannot be read (duplicate keys, a body that
+                # does not decode): the server may read them differently. Refuse, never pass.
+                if isinstance(e, TooLarge):
+                    refusal = Refusal("request_too_large", SIZE_RULE, "request.body decodes past its size or 100:1 ratio cap")
+                else:
+                    refusal = Refusal("inspection_error", "content-inspection", f"MCP request body could not be read as JSON-RPC: {e}")
+                respond.refuse(flow, refusal)
             return
         if parsed is None:
             if strict:
