@@ -99,3 +99,29 @@ def test_shipped_library_streams_like_it_scans():
     text = "\n".join(x for e in shipped_entries() for x in e.match)
     for target in ("request.body", "response.body"):
         assert streamed(scanner, text, [997, 4096, 13], target) == ordered(scanner.scan(text, target))
+
+
+def test_an_anchored_sse_filter_decides_the_same_however_the_events_are_chunked():
+    from clearwall.content.streaming import SseGuard, Verdict, split_events
+    from clearwall.policy.decision import Refusal
+
+    seen: list[str] = []
+
+    def check(text):
+        seen.append(text)
+        if text.startswith("event: leak"):
+            return Verdict(refusal=Refusal("response_blocked", "leak", "an anchored filter matched"))
+        return Verdict()
+
+    def run(chunks):
+        refused = []
+        guard = SseGuard(check, cap=None, max_event=1 << 20, decoder=None, transform=None, split=split_events,
+                         on_refuse=lambda r: refused.append(r) or b"")
+        for c in chunks:
+            guard(c)
+        return refused
+
+    assert run([b"data: a\n\n", b"event: leak\ndata: x\n\n"])
+    seen.clear()
+    assert run([b"data: a\n\nevent: leak\ndata: x\n\n"])  # one chunk: still refused
+    assert seen == ["data: a\n\n", "event: leak\ndata: x\n\n"]  # each event scanned once

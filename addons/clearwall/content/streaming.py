@@ -129,13 +129,8 @@ class SseGuard:
             return self.fail(Refusal("response_too_large", SIZE_RULE,
                                      f"event stream went over the {self._cap}-byte response cap"))
         events, self._buf = self._split(self._buf + data, final)
-        if len(events) > 1 and self._transform is None:
-            # Clean traffic is the common case: one scan for every event of the chunk. Any
-            # finding sends the chunk through the per-event path, which alone decides.
-            joined = b"".join(events)
-            verdict = self._check(joined.decode("utf-8", "surrogateescape"))
-            if verdict.refusal is None and verdict.text is None:
-                events = [joined]
+        # Event by event, whatever the chunking: filters see one event's text, as documented
+        # (a scan of the chunk's events joined would read anchors differently).
         out = bytearray()
         for raw in events:
             verdict = self._event(raw)
