@@ -135,7 +135,7 @@ class Passthrough:
         self._close[client.id] = reason
 
     @guarded
-    def tls_start_client(self, data: TlsData) -> None:
+    async def tls_start_client(self, data: TlsData) -> None:
         reason = self._close.pop(data.context.client.id, None)
         if reason is None:
             return
@@ -146,7 +146,7 @@ class Passthrough:
         if tunnel is not None:
             relay = _Relay(tunnel, passthrough_destination(tunnel) or PASSTHROUGH_RULE,
                            data.context.client.sni, self.clock(), action="blocked", reason=reason)
-            self._record(relay, data.context.client.peername)
+            await self._record(relay, data.context.client.peername)
 
     @guarded
     def tcp_start(self, flow: tcp.TCPFlow) -> None:
@@ -169,19 +169,19 @@ class Passthrough:
         del flow.messages[:-1]
 
     @guarded
-    def tcp_end(self, flow: tcp.TCPFlow) -> None:
+    async def tcp_end(self, flow: tcp.TCPFlow) -> None:
         relay = self._relays.pop(flow.client_conn.id, None)
         if relay is not None:
-            self._record(relay, flow.client_conn.peername, flow)
+            await self._record(relay, flow.client_conn.peername, flow)
 
     @guarded
-    def tcp_error(self, flow: tcp.TCPFlow) -> None:
+    async def tcp_error(self, flow: tcp.TCPFlow) -> None:
         relay = self._relays.pop(flow.client_conn.id, None)
         if relay is not None:
             relay.action, relay.reason = "error", flow.error.msg if flow.error else "tunnel error"
-            self._record(relay, flow.client_conn.peername, flow)
+            await self._record(relay, flow.client_conn.peername, flow)
 
-    def _record(self, relay: _Relay, peer, flow: tcp.TCPFlow | None = None) -> None:
+    async def _record(self, relay: _Relay, peer, flow: tcp.TCPFlow | None = None) -> None:
         w = self.runtime.writer
         if w is None:
             return
@@ -196,8 +196,8 @@ class Passthrough:
             dest_domain=t.host, dest_ip=server[0] if server else None, dest_port=t.port),
             bytes_up=relay.bytes_up, bytes_down=relay.bytes_down)
         try:
-            w.submit(rec)
-        except AuditError as e:
+            await w.submit_async(rec)  # waits while the queue is full: a tunnel record is not dropped
+        except AuditError as e:  # the writer is closed (shutting down)
             log.error("body log record lost: %s", e)
 
     @guarded
@@ -240,8 +240,8 @@ class Passthrough:
                        f"request target {authority!r} inside a tunnel to {tunnel.host}")
 
     @guarded
-    def client_disconnected(self, client) -> None:
+    async def client_disconnected(self, client) -> None:
         self._close.pop(client.id, None)
         relay = self._relays.pop(client.id, None)
         if relay is not None:  # the relay ended without tcp_end (e.g. the upstream never answered)
-            self._record(relay, client.peername)
+            await self._record(relay, client.peername)
