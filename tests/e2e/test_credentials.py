@@ -228,11 +228,9 @@ def test_no_injected_secret_in_log_dir_stderr_admin_or_explain(proxy, upstream):
     assert dumps, "the proxy wrote no log"
     admin = b""
     for path in ("/metrics", "/rules", "/healthz"):
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{proxy.admin_port}{path}", timeout=5) as resp:
-                admin += resp.read()
-        except OSError:
-            pass
+        with urllib.request.urlopen(f"http://127.0.0.1:{proxy.admin_port}{path}", timeout=5) as resp:
+            admin += resp.read()
+    assert b"clearwall_requests_total" in admin  # the endpoint answered: its output was really checked
     explain = subprocess.run(
         [sys.executable, "-m", "clearwall", "rules", "explain", str(proxy.rules_path),
          "--url", f"https://api.example.test:{upstream.port}/user"],
@@ -242,8 +240,7 @@ def test_no_injected_secret_in_log_dir_stderr_admin_or_explain(proxy, upstream):
     for name, data in outputs.items():
         for f in forms:
             assert f.encode() not in data, f"{name} contains an injected secret"
-    if b"invalid choice" not in explain.stderr:  # `rules explain` exists in this build
-        assert b"github-api" in explain.stdout + explain.stderr  # it ran and named the rule
+    assert explain.returncode == 0 and b"github-api" in explain.stdout  # it ran and named the rule
 
 
 def test_a_rotated_secret_file_is_injected_after_sighup(make_proxy, pki, upstream):
