@@ -165,13 +165,16 @@ def _inspect(scanner, target, text, evasions, extra_variants, raw=None, utf8=Non
         # text can be cut, so the value would travel as it is. Refuse instead.
         return Inspection(blocked_by=hidden[0].filter, **result)
     redacted = redact_spans(text, to_redact) if to_redact else text
-    is_json = _looks_like_json(text) and _is_json(text)
-    if is_json and (not _is_json(redacted) or _leftover(scanner, target, redacted, evasions)):
-        # Inside JSON strings, redact the decoded values (escapes and all) and re-serialise.
-        redacted = _redact_json(scanner, target, text)
-        if redacted is None:
-            return Inspection(error=INSPECTION_ERROR, **result)
-    leftover = _leftover(scanner, target, redacted, evasions)
+    leftover = None
+    if _looks_like_json(text) and _is_json(text):
+        if not _is_json(redacted) or (leftover := _leftover(scanner, target, redacted, evasions)):
+            # Inside JSON strings, redact the decoded values (escapes and all) and re-serialise.
+            redacted = _redact_json(scanner, target, text)
+            if redacted is None:
+                return Inspection(error=INSPECTION_ERROR, **result)
+            leftover = None  # the re-serialised text is checked afresh below
+    if leftover is None:
+        leftover = _leftover(scanner, target, redacted, evasions)
     if leftover:
         # An encoded copy survives literal redaction: refuse rather than forward it.
         return Inspection(blocked_by=leftover[0].filter, **result)

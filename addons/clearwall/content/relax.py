@@ -249,30 +249,6 @@ def _close_tail(items: list) -> list:
     return items or [(C.ANY, None)]
 
 
-def _cut_after_literal(items: list) -> list:
-    """Keep the top-level sequence up to its longest literal run and one item more.
-
-    A match of the original ending at q contains a match of this prefix ending at some e <= q
-    and starting at or after the original's start s, so s lies in [e - width, e]: the window
-    the scanner confirms. Shorter forms report one end per candidate instead of one per
-    character of a long tail (an e-mail list made ~15 callbacks per address).
-    """
-    best, best_end, run = 0, None, 0
-    for i, (op, _av) in enumerate(items):
-        if op is C.LITERAL:
-            run += 1
-            if run > best:
-                best, best_end = run, i
-        elif op not in (C.AT, C.ASSERT, C.ASSERT_NOT):
-            run = 0
-    if best_end is None:
-        return items
-    cut = best_end + 1
-    while cut < len(items) and items[cut][0] in (C.AT, C.ASSERT, C.ASSERT_NOT):
-        cut += 1  # zero-width items do not count as the one item kept after the literal
-    return items[: cut + 1]
-
-
 def _literal_run(items) -> int:
     """Length of the longest literal every match must contain (0 when there is none)."""
     best = run = 0
