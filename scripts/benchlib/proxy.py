@@ -19,7 +19,6 @@ Exit status: 0 when every target started and no request failed, 1 otherwise.
 from __future__ import annotations
 
 import argparse
-import gzip
 import json
 import os
 import platform
@@ -236,13 +235,11 @@ def ratio(cell: Cell, base: Cell | None, attr: str = "rps") -> str:
 
 
 def count_log_records(log_dir: Path) -> int:
-    """Records in Clearwall's body log: flows.jsonl and its rotated flows-*.jsonl.gz files."""
-    total = 0
-    for path in sorted(log_dir.glob("flows*.jsonl*")):
-        opener = gzip.open if path.suffix == ".gz" else open
-        with opener(path, "rb") as f:
-            total += sum(1 for line in f if line.strip())
-    return total
+    """Records in Clearwall's body log, as `clearwall logs` reads it: the live file and every
+    rotation once (plain or compressed), no temporary or torn-line files."""
+    from clearwall.audit.reader import iter_records
+
+    return sum(1 for _ in iter_records(log_dir))
 
 
 Key = tuple[str, str, int]  # target name, mode, clients

@@ -256,8 +256,11 @@ def _write_log(log_dir: Path, live: int, rotated: list[int]) -> None:
     log_dir.mkdir(parents=True, exist_ok=True)
     (log_dir / "flows.jsonl").write_text('{"event": {}}\n' * live)
     for i, n in enumerate(rotated):
-        with gzip.open(log_dir / f"flows-2026-01-0{i + 1}T000000Z.jsonl.gz", "wt") as f:
+        name = f"flows-2026010{i + 1}T000000.000000Z.jsonl"
+        with gzip.open(log_dir / f"{name}.gz", "wt") as f:
             f.write('{"event": {}}\n' * n)
+        (log_dir / name).write_text('{"event": {}}\n' * n)  # compression not yet finished: same records
+    (log_dir / "flows.jsonl.gz.tmp").write_text('{"event": {}}\n' * 7)  # a compression in progress
 
 
 @pytest.mark.parametrize("live, rotated, expected", [
