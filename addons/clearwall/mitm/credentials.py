@@ -52,11 +52,8 @@ PENDING = "clearwall.credential"  # flow.metadata key: the credential to inject 
 
 
 def _mode(rules: RuleSet, st: FlowState) -> str:
-    dest = st.decision.destination if st.decision else None
-    for d in rules.destinations:
-        if d.name == dest:
-            return d.mode
-    return rules.settings.mode
+    d = rules.destination(st.decision.destination) if st.decision and st.decision.destination else None
+    return d.mode if d is not None else rules.settings.mode
 
 
 class Credentials:

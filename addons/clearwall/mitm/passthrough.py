@@ -25,7 +25,6 @@ import time
 from dataclasses import dataclass
 
 from mitmproxy import http, tcp
-from mitmproxy.net.http import url
 from mitmproxy.proxy import layer, layers
 from mitmproxy.proxy.layers.tls import parse_client_hello, starts_like_tls_record
 from mitmproxy.tls import ClientHelloData, TlsData
@@ -33,7 +32,7 @@ from mitmproxy.tls import ClientHelloData, TlsData
 from clearwall.audit.errors import AuditError
 from clearwall.audit.record import Exchange, tunnel_record
 from clearwall.mitm import respond
-from clearwall.mitm.access import MISMATCH_RULE, _same_host
+from clearwall.mitm.access import MISMATCH_RULE, _authority_host, _same_host
 from clearwall.mitm.guard import guarded
 from clearwall.mitm.runtime import Runtime
 from clearwall.mitm.state import Tunnel, flow_state
@@ -62,10 +61,8 @@ def passthrough_destination(tunnel: Tunnel) -> str | None:
     decision = decide(tunnel.rules, Target(tunnel.host, tunnel.port, "https", tunnel.identity.client))
     if not decision.allowed or decision.destination is None:
         return None
-    for d in tunnel.rules.destinations:
-        if d.name == decision.destination:
-            return d.name if d.spec is not None and d.spec.tls == "passthrough" else None
-    return None
+    d = tunnel.rules.destination(decision.destination)
+    return d.name if d is not None and d.spec is not None and d.spec.tls == "passthrough" else None
 
 
 def _has_tls_layer(stack) -> bool:
@@ -230,11 +227,7 @@ class Passthrough:
         authority = flow.request.authority
         if tunnel is None or not authority:
             return None
-        try:
-            host = url.parse_authority(authority, check=False)[0]
-        except ValueError:
-            host = authority
-        if _same_host(host, tunnel.host):
+        if _same_host(_authority_host(authority), tunnel.host):
             return None
         return Refusal("destination_denied", MISMATCH_RULE,
                        f"request target {authority!r} inside a tunnel to {tunnel.host}")
