@@ -58,6 +58,8 @@ SSE = "text/event-stream; charset=utf-8"
     ("a gzip event stream", {"content-type": SSE, "content-encoding": "gzip"}, None, True),
     ("a body over the threshold", {"content-type": "text/plain", "content-length": "1001"}, None, True),
     ("a body at the threshold", {"content-type": "text/plain", "content-length": "1000"}, None, False),
+    ("a UTF-16 body over the threshold", {"content-type": "text/plain; charset=utf-16", "content-length": "1001"}, None, False),
+    ("a Latin-1 body over the threshold", {"content-type": "text/plain; charset=iso-8859-1", "content-length": "1001"}, None, True),
     ("a compressed body over the threshold", {"content-length": "5000", "content-encoding": "gzip"}, None, False),
     ("chunked without a length", {"content-type": "application/json", "transfer-encoding": "chunked"}, None, False),
     ("a large tools/list result of an MCP destination", {"content-length": "5000"}, "tools/list", False),

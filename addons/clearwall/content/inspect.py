@@ -200,7 +200,8 @@ def _is_json(text: str) -> bool:
 
 
 @functools.lru_cache(maxsize=256)
-def _charset(content_type: str | None) -> str:
+def body_charset(content_type: str | None) -> str:
+    """The codecs name of a body's declared charset (UTF-8 when none or unknown)."""
     charset = media_type(content_type)[1].get("charset", "utf-8").lower()
     try:
         return codecs.lookup(charset).name
@@ -210,7 +211,7 @@ def _charset(content_type: str | None) -> str:
 
 def body_text(body: bytes, content_type: str | None) -> tuple[str, str, str]:
     """(text, codec, errors) such that text.encode(codec, errors) == body."""
-    codec = _charset(content_type)
+    codec = body_charset(content_type)
     if codec != "utf-8":
         try:
             return body.decode(codec), codec, "strict"

@@ -30,7 +30,7 @@ from collections.abc import Callable
 from mitmproxy import ctx, http
 
 from clearwall.content.decode import media_type
-from clearwall.content.inspect import Inspection, inspect_text
+from clearwall.content.inspect import ASCII_COMPATIBLE, Inspection, body_charset, inspect_text
 from clearwall.content.streaming import (  # noqa: F401 (re-exported for the adapter's users)
     JSON_LINES, MAX_EVENT, STREAM_THRESHOLD, ChunkGuard, SseGuard, StreamLog, Verdict,
     split_events, split_lines,
@@ -151,7 +151,10 @@ class Streams:
             return self._stream_sse(flow, st, lines=True)  # long-lived record streams (LLM APIs)
         length = resp.headers.get("content-length", "")
         encoding = resp.headers.get("content-encoding", "").strip().lower()
-        if length.isdigit() and int(length) > self.stream_threshold and encoding in ("", "identity"):
+        # The streamed scan reads UTF-8 (or any ASCII-keeping charset); a body in another
+        # charset (UTF-16, EBCDIC) stays buffered, where inspect_body decodes it as declared.
+        if (length.isdigit() and int(length) > self.stream_threshold and encoding in ("", "identity")
+                and body_charset(resp.headers.get("content-type")) in ASCII_COMPATIBLE):
             self._stream_large(flow, st)
 
     def _stream_sse(self, flow: http.HTTPFlow, st: FlowState, lines: bool = False) -> None:
