@@ -147,7 +147,7 @@ class LogWriter:
         Exchange, pass it for a callable that closes over bodies."""
         if not self._accepting or not self._thread.is_alive():
             raise LogClosed("the body log writer is not running; the record was not accepted")
-        size = _held_bytes(item) if held_bytes is None else held_bytes
+        size = queued_bytes_of(item) if held_bytes is None else held_bytes
         try:
             self._q.put_nowait(item, size)
         except Full:
@@ -307,7 +307,8 @@ class LogWriter:
         self._file.rotate_if_new_day(now)
 
 
-def _held_bytes(item) -> int:
+def queued_bytes_of(item) -> int:
+    """Body bytes an item keeps alive while queued (bodies and WebSocket messages of an Exchange)."""
     if isinstance(item, Exchange):
         held = len(item.request_body or b"") + len(item.response_body or b"")
         return held + sum(len(m.content) for m in item.messages) if item.messages else held

@@ -16,6 +16,7 @@ from mitmproxy import http
 
 from clearwall.audit.errors import AuditError
 from clearwall.audit.record import Exchange, build_record, connect_record
+from clearwall.audit.writer import queued_bytes_of
 from clearwall.content.decode import decode_content
 from clearwall.content.errors import ContentError
 from clearwall.mitm import respond
@@ -204,7 +205,7 @@ class BodyLog:
         if st.would_block:
             ex.extra["clearwall"] = {"would_block": [
                 {"kind": r.kind, "rule": r.rule, "message": r.message} for r in st.would_block]}
-        held = len(ex.request_body or b"") + len(ex.response_body or b"")
+        held = queued_bytes_of(ex)  # bodies and WebSocket messages the queued record keeps alive
         build = functools.partial(_build, ex, st.stream_log)
         build.flow_id = ex.flow_id  # a record that cannot be built still leaves one under this id
         await self._submit(build, held_bytes=held)
