@@ -5,10 +5,10 @@ Nothing in this package imports mitmproxy; the adapter in clearwall.mitm gathers
 
 from clearwall.audit.errors import AuditError, LogBackpressure, LogClosed
 from clearwall.audit.fields import body_field, redact_headers
-from clearwall.audit.record import Exchange, Message, build_record, connect_record, tunnel_record, websocket_record
+from clearwall.audit.record import Exchange, Message, build_record, connect_record, tunnel_record
 from clearwall.audit.writer import LogWriter
 
 __all__ = [
     "AuditError", "LogBackpressure", "LogClosed", "body_field", "redact_headers", "Exchange",
-    "Message", "build_record", "connect_record", "tunnel_record", "websocket_record", "LogWriter",
+    "Message", "build_record", "connect_record", "tunnel_record", "LogWriter",
 ]

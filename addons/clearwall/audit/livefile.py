@@ -35,7 +35,6 @@ class LiveFile:
         batch_max: int,
         open_sink: Callable[[Path], Any],
         housekeeper: Housekeeper,
-        file_day: int | None = None,
     ) -> None:
         self.path = log_dir / LIVE
         self.log_dir = log_dir
@@ -43,7 +42,7 @@ class LiveFile:
         self.batch_max = batch_max
         self._open_sink = open_sink
         self._house = housekeeper
-        self.file_day = file_day  # UTC day of the first record in the live file
+        self.file_day: int | None = None  # UTC day of the first record in the live file (set on start)
         self.pending: deque[bytes] = deque()
         self.records_written = 0
         self.write_errors = 0

@@ -1,7 +1,7 @@
 """Pure construction of body-log records (SPEC §5) from plain values the adapter gathers.
 
-The adapter fills an `Exchange` (or calls `connect_record` / `tunnel_record` /
-`websocket_record`) and hands the result to `LogWriter.submit`. Records are nested ECS
+The adapter fills an `Exchange` (a WebSocket connection is one with `messages`; or calls
+`connect_record` / `tunnel_record`) and hands the result to `LogWriter.submit`. Records are nested ECS
 objects; empty parts are left out so a record says only what is known.
 """
 
@@ -225,11 +225,6 @@ def _message(ex: Exchange, m: Message) -> dict:
         "action": m.action,
         "content": body,
     }
-
-
-def websocket_record(ex: Exchange) -> dict:
-    """The record of one WebSocket connection: the upgrade exchange and its messages."""
-    return build_record(ex)
 
 
 def connect_record(ex: Exchange, status: int = 403) -> dict:

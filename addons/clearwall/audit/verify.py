@@ -58,7 +58,7 @@ class Result:
         }
 
 
-def _problem_for_prev(expected: str, first: bool, anchor: str | None) -> str:
+def _problem_for_prev(first: bool, anchor: str | None) -> str:
     if first:
         if anchor:
             return "the first record does not chain to the last hash of the files deleted by retention: records before it were deleted"
@@ -128,7 +128,7 @@ def _verify_once(log_dir: Path, expect_head: str | None) -> Result:
                 if not hash_ok:
                     broken(f.path, n, record, "content does not match log.hash: the record was edited")
                 elif prev != expected:
-                    broken(f.path, n, record, _problem_for_prev(expected, first, anchor))
+                    broken(f.path, n, record, _problem_for_prev(first, anchor))
                 first = False
                 expected = digest
                 head_seen = head_seen or digest == expect_head

@@ -105,11 +105,6 @@ class LogWriter:
         return self._file.rotations
 
     @property
-    def housekeeping_errors(self) -> int:
-        """Failed compressions or deletions (the files stay; logged in Clearwall's own log)."""
-        return self._house.errors
-
-    @property
     def last_error(self) -> str | None:
         return self._file.last_error
 
