@@ -317,3 +317,25 @@ def test_the_chain_verifies_with_the_standard_library_alone(tmp_path):
         w.submit({**rec(i), "text": "é😀\u2028\x1f\"\\/", "n": [1.5, -0.0, 12345678901234567, None, True]})
     w.close()
     assert _stdlib_verify(tmp_path) == 20
+
+
+def _documented_verifier() -> str:
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "AUDIT-LOG.md").read_text()
+    return doc.split("```python\n", 1)[1].split("```", 1)[0]
+
+
+def test_the_documented_stdlib_verifier_accepts_a_log_with_a_rotation_not_yet_compressed(tmp_path):
+    w = LogWriter(tmp_path, rotate_bytes=1500)
+    w.start()
+    for i in range(20):
+        w.submit(rec(i))
+    w.close()
+    gz = sorted(tmp_path.glob("flows-*.jsonl.gz"))[0]
+    (tmp_path / gz.name.removesuffix(".gz")).write_bytes(gzip.decompress(gz.read_bytes()))  # both forms
+    gz.unlink()  # and one only plain, as if compression had not run yet
+    code = _documented_verifier().replace('pathlib.Path("logs")', f"pathlib.Path({str(tmp_path)!r})")
+    exec(code, {})  # raises AssertionError on a broken chain
+    live = tmp_path / LIVE
+    live.write_bytes(live.read_bytes().replace(b"e19", b"e99"))
+    with pytest.raises(AssertionError):
+        exec(code, {})
